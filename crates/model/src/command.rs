@@ -1,0 +1,51 @@
+//! The write vocabulary of the cluster.
+//!
+//! One enum is every change the cluster can make to its replicated state.
+//! Admin RPCs, and in later parts quota leases and revocations, all become a
+//! [`Command`] wrapped in a [`Proposal`] that the leader stamps with its clock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{SettingKey, SettingValue};
+
+/// A change to the replicated state. Fields are already validated types, so a
+/// command that decodes is well formed; `State::apply` checks it against the
+/// state (revisions, existence, table sizes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Create or replace a cluster setting. With `expected_revision`, the write
+    /// only happens if the setting's current revision matches (0: must not exist).
+    PutSetting {
+        key: SettingKey,
+        value: SettingValue,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Delete a cluster setting; rejected if it does not exist or, with
+    /// `expected_revision`, if its revision differs.
+    DeleteSetting {
+        key: SettingKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+}
+
+impl Command {
+    /// A short name for logs and audit records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::PutSetting { .. } => "put_setting",
+            Command::DeleteSetting { .. } => "delete_setting",
+        }
+    }
+}
+
+/// A command as it travels through the Raft log: the leader's wall-clock time
+/// at proposal (milliseconds since the Unix epoch) and the command itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proposal {
+    pub leader_time_ms: u64,
+    pub command: Command,
+}

@@ -1,0 +1,215 @@
+//! The replicated state and its pure transition function.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Command;
+
+/// Most settings the cluster holds; a put of a new key beyond it is rejected.
+pub const MAX_SETTINGS: usize = 10_000;
+const MAX_KEY_CHARS: usize = 128;
+const MAX_VALUE_BYTES: usize = 4_096;
+
+/// The name of a cluster setting: 1 to 128 characters of `a-z 0-9 . _ -`,
+/// starting with a letter.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SettingKey(String);
+
+/// A setting's value: UTF-8 text of at most 4,096 bytes, no control characters
+/// other than tab and newline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SettingValue(String);
+
+/// Why a key or value was refused at the boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("setting key must be 1 to {MAX_KEY_CHARS} characters of a-z, 0-9, '.', '_' or '-' starting with a letter, got {0:?}")]
+    Key(String),
+    #[error("setting value must be at most {MAX_VALUE_BYTES} bytes, got {0}")]
+    ValueTooLong(usize),
+    #[error("setting value must not contain control characters")]
+    ValueControlChar,
+}
+
+impl SettingKey {
+    pub fn parse(s: impl Into<String>) -> Result<Self, ValueError> {
+        let s = s.into();
+        let ok = s.len() <= MAX_KEY_CHARS
+            && s.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(ValueError::Key(s))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl SettingValue {
+    pub fn parse(s: impl Into<String>) -> Result<Self, ValueError> {
+        let s = s.into();
+        if s.len() > MAX_VALUE_BYTES {
+            return Err(ValueError::ValueTooLong(s.len()));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+            return Err(ValueError::ValueControlChar);
+        }
+        Ok(Self(s))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype_conversions {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = ValueError;
+            fn try_from(s: String) -> Result<Self, ValueError> {
+                Self::parse(s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+string_newtype_conversions!(SettingKey);
+string_newtype_conversions!(SettingValue);
+
+/// A stored setting with the revision of the write that last changed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    pub value: SettingValue,
+    /// The cluster revision at which this setting was last written.
+    pub revision: u64,
+    /// Leader time of that write, milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+/// What a successful command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    SettingPut { key: SettingKey, revision: u64, created: bool },
+    SettingDeleted { key: SettingKey, revision: u64 },
+}
+
+impl Effect {
+    /// The cluster revision the command produced.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Effect::SettingPut { revision, .. } | Effect::SettingDeleted { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Why `apply` refused a command. The state is unchanged when this is returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("{kind} {key:?} not found")]
+    NotFound { kind: String, key: String },
+    #[error("{kind} {key:?} is at revision {actual}, the request expected {expected}")]
+    RevisionMismatch { kind: String, key: String, expected: u64, actual: u64 },
+    #[error("the cluster holds the maximum of {limit} {kind}s")]
+    TableFull { kind: String, limit: usize },
+}
+
+/// The whole replicated state. Maps are ordered so that serialization is
+/// deterministic: the same log gives byte-identical bytes on every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Incremented by every accepted command; rejected commands leave it.
+    revision: u64,
+    /// The latest leader time applied; never goes backwards even if a new
+    /// leader's clock is behind the old one's.
+    time_ms: u64,
+    settings: BTreeMap<SettingKey, Setting>,
+}
+
+/// The bytes of a snapshot did not decode into a [`State`].
+#[derive(Debug, thiserror::Error)]
+#[error("state snapshot does not decode: {0}")]
+pub struct StateDecodeError(#[from] serde_json::Error);
+
+impl State {
+    /// Applies one committed command stamped with the leader's time.
+    /// Deterministic: no clock, no randomness, no IO. On `Err` nothing changed.
+    pub fn apply(&mut self, leader_time_ms: u64, command: &Command) -> Result<Effect, Rejection> {
+        let time_ms = self.time_ms.max(leader_time_ms);
+        let revision = self.revision + 1;
+        let effect = match command {
+            Command::PutSetting { key, value, expected_revision } => {
+                let current = self.settings.get(key);
+                check_revision("setting", key.as_str(), current.map(|s| s.revision), *expected_revision)?;
+                if current.is_none() && self.settings.len() >= MAX_SETTINGS {
+                    return Err(Rejection::TableFull { kind: "setting".into(), limit: MAX_SETTINGS });
+                }
+                let created = current.is_none();
+                self.settings.insert(key.clone(), Setting { value: value.clone(), revision, updated_ms: time_ms });
+                Effect::SettingPut { key: key.clone(), revision, created }
+            }
+            Command::DeleteSetting { key, expected_revision } => {
+                let Some(current) = self.settings.get(key) else {
+                    return Err(Rejection::NotFound { kind: "setting".into(), key: key.to_string() });
+                };
+                check_revision("setting", key.as_str(), Some(current.revision), *expected_revision)?;
+                self.settings.remove(key);
+                Effect::SettingDeleted { key: key.clone(), revision }
+            }
+        };
+        self.revision = revision;
+        self.time_ms = time_ms;
+        Ok(effect)
+    }
+
+    /// The revision of the last accepted command (0 for a new cluster).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn setting(&self, key: &SettingKey) -> Option<&Setting> {
+        self.settings.get(key)
+    }
+
+    pub fn settings(&self) -> impl Iterator<Item = (&SettingKey, &Setting)> {
+        self.settings.iter()
+    }
+
+    /// Canonical bytes of the state, used for snapshots and to compare nodes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("State serializes: it holds only strings, integers and ordered maps")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// `expected` 0 means "must not exist"; otherwise it must equal the current revision.
+fn check_revision(kind: &str, key: &str, actual: Option<u64>, expected: Option<u64>) -> Result<(), Rejection> {
+    let Some(expected) = expected else { return Ok(()) };
+    let actual = actual.unwrap_or(0);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Rejection::RevisionMismatch { kind: kind.into(), key: key.into(), expected, actual })
+    }
+}
