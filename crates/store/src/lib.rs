@@ -18,7 +18,7 @@ mod types;
 
 pub use kv::{KvError, KvStore, SledKv, Space, Write};
 pub use log_store::LogStore;
-pub use state_machine::{Applied, StateMachineStore};
+pub use state_machine::{Applied, SnapshotLoadError, StateMachineStore};
 pub use types::{Outcome, TypeConfig};
 
 use std::path::Path;
@@ -34,7 +34,10 @@ pub enum OpenError {
 
 /// Opens (or creates) the store in `dir` and checks that what it holds decodes:
 /// the vote, the committed id, the snapshot and the first and last log entries.
-pub async fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<(LogStore<SledKv>, StateMachineStore<SledKv>), OpenError> {
+pub async fn open(
+    dir: &Path,
+    cache_capacity_bytes: u64,
+) -> Result<(LogStore<SledKv>, StateMachineStore<SledKv>), OpenError> {
     let path = dir.display().to_string();
     let kv = SledKv::open(dir, cache_capacity_bytes).map_err(|source| OpenError::Kv { path: path.clone(), source })?;
     let mut log = LogStore::new(kv.clone());

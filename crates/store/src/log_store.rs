@@ -2,6 +2,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
@@ -22,6 +24,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore<K> {
     kv: K,
+    /// Index of the last committed entry plus one (0: nothing committed), for status reports.
+    committed: Arc<AtomicU64>,
 }
 
 fn index_key(index: u64) -> Vec<u8> {
@@ -46,7 +50,17 @@ fn to_bound(b: Bound<&u64>) -> Bound<Vec<u8>> {
 
 impl<K: KvStore> LogStore<K> {
     pub fn new(kv: K) -> Self {
-        Self { kv }
+        Self { kv, committed: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Makes every earlier write durable.
+    pub async fn flush(&self) -> Result<(), crate::KvError> {
+        self.kv.flush().await
+    }
+
+    /// The last committed log index this node knows of.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.committed.load(Ordering::Relaxed).checked_sub(1)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
@@ -54,10 +68,12 @@ impl<K: KvStore> LogStore<K> {
         bytes.map(|b| decode(&b)).transpose().map_err(|e| StorageIOError::read(&e).into())
     }
 
-    async fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> StorageResult<()> {
+    async fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, durable: bool) -> StorageResult<()> {
         let batch = vec![Write::Put(key.to_vec(), encode(value))];
         self.kv.write(Space::Meta, batch).map_err(|e| StorageIOError::write(&e))?;
-        self.kv.flush().await.map_err(|e| StorageIOError::write(&e))?;
+        if durable {
+            self.kv.flush().await.map_err(|e| StorageIOError::write(&e))?;
+        }
         Ok(())
     }
 
@@ -118,7 +134,7 @@ impl<K: KvStore> RaftLogStorage<TypeConfig> for LogStore<K> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.write_meta(VOTE, vote).await
+        self.write_meta(VOTE, vote, true).await
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
@@ -126,11 +142,16 @@ impl<K: KvStore> RaftLogStorage<TypeConfig> for LogStore<K> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        self.write_meta(COMMITTED, &committed).await
+        self.committed.store(committed.map_or(0, |c| c.index + 1), Ordering::Relaxed);
+        // Not flushed: a committed id lost in a crash only means re-applying less
+        // on start; the leader tells the node again. Votes and entries are flushed.
+        self.write_meta(COMMITTED, &committed, false).await
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+        let committed = self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten();
+        self.committed.store(committed.map_or(0, |c| c.index + 1), Ordering::Relaxed);
+        Ok(committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -138,7 +159,8 @@ impl<K: KvStore> RaftLogStorage<TypeConfig> for LogStore<K> {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let batch: Vec<Write> = entries.into_iter().map(|e| Write::Put(index_key(e.log_id.index), encode(&e))).collect();
+        let batch: Vec<Write> =
+            entries.into_iter().map(|e| Write::Put(index_key(e.log_id.index), encode(&e))).collect();
         self.kv.write(Space::Log, batch).map_err(|e| StorageIOError::write_logs(&e))?;
         // Only a flushed append may be reported durable: openraft counts it toward a quorum.
         let flushed = self.kv.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
@@ -155,7 +177,7 @@ impl<K: KvStore> RaftLogStorage<TypeConfig> for LogStore<K> {
         tracing::debug!(%log_id, "purge log up to");
         // Record the purge point first: a crash between the two steps leaves
         // entries that are merely redundant, never a hole openraft cannot explain.
-        self.write_meta(LAST_PURGED, &log_id).await?;
+        self.write_meta(LAST_PURGED, &log_id, true).await?;
         self.remove(Bound::Unbounded, Bound::Included(index_key(log_id.index))).await
     }
 }

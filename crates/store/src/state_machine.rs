@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
+};
 use raftgate_model::{NodeInfo, State};
 
 use crate::kv::{KvError, KvStore, Space, Write};
@@ -94,7 +96,8 @@ impl<K: KvStore> StateMachineStore<K> {
             }
         }
         let meta_bytes = serde_json::to_vec(meta).expect("snapshot meta serializes");
-        let batch = vec![Write::Put(SNAPSHOT_META.to_vec(), meta_bytes), Write::Put(SNAPSHOT_DATA.to_vec(), data.to_vec())];
+        let batch =
+            vec![Write::Put(SNAPSHOT_META.to_vec(), meta_bytes), Write::Put(SNAPSHOT_DATA.to_vec(), data.to_vec())];
         self.shared.kv.write(Space::Snapshot, batch).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         self.shared.kv.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
         Ok(())

@@ -1,0 +1,207 @@
+//! The admin API of a Raftgate node (`raftgate.admin.v1.Admin`).
+//!
+//! Every node serves it. Input is validated here, at the edge, into model
+//! types; a bad request gets `InvalidArgument` naming the field and changes
+//! nothing. Writes, membership changes and linearizable reads that reach a
+//! follower are forwarded once to the leader (marked so they are never
+//! forwarded again). Errors carry a short message and a status code, never
+//! an internal detail.
+
+mod forward;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftgate_cluster::{ClusterError, ClusterNode, Membership};
+use raftgate_model::{Command, NodeInfo, Rejection, SettingKey, SettingValue};
+use raftgate_proto::admin as pb;
+use raftgate_proto::admin::admin_server::{Admin, AdminServer};
+use tonic::{Request, Response, Status};
+
+use forward::Forwarder;
+
+/// Most settings one ListSettings page returns.
+const MAX_PAGE: usize = 1_000;
+const DEFAULT_PAGE: usize = 100;
+/// Largest admin request or reply.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = 4 << 20;
+
+pub struct AdminService {
+    node: Arc<ClusterNode>,
+    forwarder: Forwarder,
+    /// How long ClusterStatus waits for each member's own report.
+    status_timeout: Duration,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<ClusterNode>) -> Self {
+        let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
+        Self { node, forwarder: Forwarder::new(forward_timeout), status_timeout: Duration::from_millis(1_000) }
+    }
+
+    pub fn into_server(self) -> AdminServer<Self> {
+        AdminServer::new(self)
+            .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+    }
+}
+
+/// Maps a cluster error to the status a client sees.
+pub(crate) fn to_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::Unavailable(m) => Status::unavailable(m),
+        ClusterError::NotLeader { leader_id: Some(id), .. } => {
+            Status::unavailable(format!("this node is not the leader and could not forward to leader node {id}; retry"))
+        }
+        ClusterError::NotLeader { leader_id: None, .. } => Status::unavailable("no leader elected yet; retry"),
+        ClusterError::Invalid(m) => Status::invalid_argument(m),
+        ClusterError::Conflict(m) => Status::failed_precondition(m),
+        ClusterError::NotFound(m) => Status::not_found(m),
+        ClusterError::Rejected(r) => match &r {
+            Rejection::NotFound { .. } => Status::not_found(r.to_string()),
+            Rejection::RevisionMismatch { .. } => Status::failed_precondition(r.to_string()),
+            Rejection::TableFull { .. } => Status::resource_exhausted(r.to_string()),
+        },
+        ClusterError::Internal(m) => {
+            tracing::error!(error = %m, "admin request failed");
+            Status::internal("internal error; see the node's log")
+        }
+    }
+}
+
+fn invalid(field: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
+}
+
+fn membership_reply(m: Membership) -> pb::MembershipReply {
+    pb::MembershipReply {
+        log_index: m.log_index.unwrap_or(0),
+        voters: m.voters.keys().copied().collect(),
+        learners: m.learners.keys().copied().collect(),
+    }
+}
+
+fn setting_reply(key: &SettingKey, s: &raftgate_model::Setting) -> pb::Setting {
+    pb::Setting { key: key.to_string(), value: s.value.to_string(), revision: s.revision, updated_ms: s.updated_ms }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusReply> {
+        Ok(Response::new(status::node_status_reply(self.node.status())))
+    }
+
+    async fn cluster_status(&self, _: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatusReply> {
+        Ok(Response::new(status::cluster_status(&self.node, &self.forwarder, self.status_timeout).await))
+    }
+
+    async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Reply<pb::MembershipReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let member = msg.member.clone().ok_or_else(|| invalid("member", "is required"))?;
+        let info = NodeInfo {
+            region: member.region,
+            raft_addr: member.raft_addr,
+            admin_addr: member.admin_addr,
+            http_addr: member.http_addr,
+        };
+        info.validate().map_err(|e| invalid("member", e))?;
+        let local = self.node.add_learner(member.id, info).await.map(membership_reply);
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.add_learner(r).await }).await
+    }
+
+    async fn promote(&self, req: Request<pb::PromoteRequest>) -> Reply<pb::MembershipReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let local = self.node.promote(msg.id).await.map(membership_reply);
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.promote(r).await }).await
+    }
+
+    async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Reply<pb::MembershipReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let local = self.node.remove(msg.id).await.map(membership_reply);
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.remove_node(r).await }).await
+    }
+
+    async fn put_setting(&self, req: Request<pb::PutSettingRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = Command::PutSetting {
+            key: SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?,
+            value: SettingValue::parse(msg.value.clone()).map_err(|e| invalid("value", e))?,
+            expected_revision: msg.expected_revision,
+        };
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.put_setting(r).await }).await
+    }
+
+    async fn delete_setting(&self, req: Request<pb::DeleteSettingRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = Command::DeleteSetting {
+            key: SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?,
+            expected_revision: msg.expected_revision,
+        };
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.delete_setting(r).await }).await
+    }
+
+    async fn get_setting(&self, req: Request<pb::GetSettingRequest>) -> Reply<pb::Setting> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let key = SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?;
+        let read = |a: &raftgate_cluster::Applied| a.state.setting(&key).map(|s| setting_reply(&key, s));
+        let local = self.read(msg.consistency(), read).await.and_then(|found| {
+            found.ok_or_else(|| ClusterError::NotFound(format!("setting {:?} not found", key.as_str())))
+        });
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.get_setting(r).await }).await
+    }
+
+    async fn list_settings(&self, req: Request<pb::ListSettingsRequest>) -> Reply<pb::ListSettingsReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let limit = match msg.limit as usize {
+            0 => DEFAULT_PAGE,
+            n if n <= MAX_PAGE => n,
+            n => return Err(invalid("limit", format!("must be at most {MAX_PAGE}, got {n}"))),
+        };
+        let after = msg.after.clone();
+        let read = |a: &raftgate_cluster::Applied| {
+            let mut page: Vec<pb::Setting> = a
+                .state
+                .settings()
+                .filter(|(k, _)| k.as_str() > after.as_str())
+                .take(limit + 1)
+                .map(|(k, s)| setting_reply(k, s))
+                .collect();
+            let more = page.len() > limit;
+            page.truncate(limit);
+            let next_after = if more { page.last().map(|s| s.key.clone()).unwrap_or_default() } else { String::new() };
+            pb::ListSettingsReply { settings: page, next_after }
+        };
+        let local = self.read(msg.consistency(), read).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_settings(r).await }).await
+    }
+}
+
+impl AdminService {
+    async fn write(&self, command: Command) -> Result<pb::WriteReply, ClusterError> {
+        let written = self.node.write(command).await?;
+        Ok(pb::WriteReply { revision: written.effect.revision(), log_index: written.log_index })
+    }
+
+    async fn read<R>(
+        &self,
+        consistency: pb::Consistency,
+        f: impl FnOnce(&raftgate_cluster::Applied) -> R,
+    ) -> Result<R, ClusterError> {
+        match consistency {
+            pb::Consistency::Local => Ok(self.node.local_read(f)),
+            pb::Consistency::Linearizable => self.node.linearizable_read(f).await,
+        }
+    }
+}

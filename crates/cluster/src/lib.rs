@@ -1,0 +1,27 @@
+//! Consensus for a Raftgate node.
+//!
+//! [`ClusterNode`] runs openraft over the sled store and a tonic transport
+//! ([`network`] sends, [`RaftService`] receives). It is the only way the rest
+//! of the node talks to Raft, and it bounds every call: a write or read that
+//! cannot reach a quorum fails with [`ClusterError::Unavailable`] within a
+//! configured time instead of hanging (an isolated openraft leader keeps
+//! calling itself leader). It also keeps the age of this node's view of the
+//! cluster ([`LeaderView`]), which the staleness bound of revocation uses.
+
+mod config;
+mod error;
+mod network;
+mod node;
+mod raft_service;
+mod view;
+
+pub use config::{RaftTimeouts, TimeoutError};
+pub use error::ClusterError;
+pub use network::{channel_to, NetworkFactory};
+pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
+pub use raft_service::RaftService;
+pub use raftgate_store::Applied;
+pub use view::LeaderView;
+
+/// The openraft handle type of a Raftgate node.
+pub type Raft = openraft::Raft<raftgate_store::TypeConfig>;

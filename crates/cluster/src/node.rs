@@ -1,0 +1,390 @@
+//! [`ClusterNode`]: this node's Raft, its storage and every bounded call into them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use raftgate_model::{Command, Effect, NodeId, NodeInfo, Proposal};
+use raftgate_store::{Applied, LogStore, OpenError, Outcome, SledKv, StateMachineStore};
+
+use crate::config::RaftTimeouts;
+use crate::error::ClusterError;
+use crate::network::NetworkFactory;
+use crate::raft_service::RaftService;
+use crate::view::LeaderView;
+use crate::Raft;
+
+/// sled page cache per node.
+const STORE_CACHE_BYTES: u64 = 64 << 20;
+
+/// A member's role as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Voters and learners of the last membership this node knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: BTreeMap<NodeId, NodeInfo>,
+    pub learners: BTreeMap<NodeId, NodeInfo>,
+    /// Log index of the membership entry.
+    pub log_index: Option<u64>,
+}
+
+impl Membership {
+    pub fn get(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.voters.get(&id).or_else(|| self.learners.get(&id))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (NodeId, &NodeInfo, bool)> {
+        let voters = self.voters.iter().map(|(id, n)| (*id, n, true));
+        voters.chain(self.learners.iter().map(|(id, n)| (*id, n, false)))
+    }
+}
+
+/// This node's own report of itself.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub region: String,
+    pub role: Role,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Leader only.
+    pub millis_since_quorum_ack: Option<u64>,
+    pub leader_view_age_ms: Option<u64>,
+    /// Leader only: (follower, last index it holds).
+    pub replication: Vec<(NodeId, Option<u64>)>,
+    pub state_revision: u64,
+    pub membership: Membership,
+}
+
+/// Result of a successful write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub effect: Effect,
+    pub log_index: u64,
+}
+
+/// One node's consensus: Raft, its storage, and the age of its view.
+pub struct ClusterNode {
+    id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+    log: LogStore<SledKv>,
+    sm: StateMachineStore<SledKv>,
+    view: Arc<LeaderView>,
+    timeouts: RaftTimeouts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("invalid raft settings: {0}")]
+    Config(String),
+    #[error("raft did not start: {0}")]
+    Raft(String),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn forward<N: Debug>(f: ForwardToLeader<NodeId, NodeInfo>) -> ClusterError {
+    ClusterError::NotLeader { leader_id: f.leader_id, leader_admin_addr: f.leader_node.map(|n| n.admin_addr) }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward::<()>(f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::Conflict(e.to_string()),
+        RaftError::Fatal(f) => ClusterError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> ClusterError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => forward::<()>(f),
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => ClusterError::Unavailable(q.to_string()),
+        RaftError::Fatal(f) => ClusterError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+impl ClusterNode {
+    /// Opens the store in `data_dir` and starts Raft. The node then waits to
+    /// be bootstrapped or added to a cluster.
+    pub async fn start(
+        id: NodeId,
+        info: NodeInfo,
+        data_dir: &Path,
+        cluster_name: &str,
+        timeouts: RaftTimeouts,
+    ) -> Result<Arc<Self>, StartError> {
+        timeouts.validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let config =
+            timeouts.openraft_config(cluster_name).validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let (log, sm) = raftgate_store::open(data_dir, STORE_CACHE_BYTES).await?;
+        let view = Arc::new(LeaderView::default());
+        let network = NetworkFactory::new(view.clone());
+        let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        spawn_quorum_ack_recorder(raft.metrics(), view.clone());
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    pub fn timeouts(&self) -> &RaftTimeouts {
+        &self.timeouts
+    }
+
+    pub fn view(&self) -> &Arc<LeaderView> {
+        &self.view
+    }
+
+    /// The gRPC service peers use to reach this node's Raft.
+    pub fn raft_service(&self) -> RaftService {
+        RaftService::new(self.raft.clone(), self.view.clone())
+    }
+
+    /// A copy of the current metrics (never hold the watch guard: it blocks Raft).
+    fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Initializes a new cluster with `members` as voters. Every listed node may
+    /// call it with the same list. Returns false if this node already holds a
+    /// cluster (it then keeps what it has).
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, ClusterError> {
+        match bounded(self.timeouts.write_timeout(), "bootstrap", self.raft.initialize(members)).await? {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(ClusterError::Invalid(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ClusterError::Unavailable(format!("raft stopped: {f}"))),
+        }
+    }
+
+    pub fn membership(&self) -> Membership {
+        let m = self.metrics();
+        let config = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = config.voter_ids().collect();
+        let mut out = Membership { log_index: m.membership_config.log_id().map(|l| l.index), ..Default::default() };
+        for (id, node) in config.nodes() {
+            let target = if voter_ids.contains(id) { &mut out.voters } else { &mut out.learners };
+            target.insert(*id, node.clone());
+        }
+        out
+    }
+
+    /// The leader this node knows of, with its address if known.
+    pub fn leader(&self) -> Option<(NodeId, Option<NodeInfo>)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        Some((id, m.membership_config.membership().get_node(&id).cloned()))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().filter(|(id, _)| **id != self.id).map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let millis_since_quorum_ack = if role == Role::Leader { m.millis_since_quorum_ack } else { None };
+        NodeStatus {
+            id: self.id,
+            region: self.info.region.clone(),
+            role,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: self.log.committed_index(),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            millis_since_quorum_ack,
+            leader_view_age_ms: self.view.view_age_ms(),
+            replication,
+            state_revision: self.sm.read(|a| a.state.revision()),
+            membership: self.membership(),
+        }
+    }
+
+    /// Proposes `command`, stamped with this node's clock, and waits until it is
+    /// applied here. Fails with `NotLeader` on a follower and `Unavailable` if it
+    /// is not committed within the write timeout.
+    pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
+        let kind = command.kind();
+        let proposal = Proposal { leader_time_ms: now_ms(), command };
+        let resp = bounded(self.timeouts.write_timeout(), kind, self.raft.client_write(proposal))
+            .await?
+            .map_err(write_error)?;
+        match resp.data {
+            Outcome::Applied { effect } => Ok(Written { effect, log_index: resp.log_id.index }),
+            Outcome::Rejected { rejection } => Err(ClusterError::Rejected(rejection)),
+            Outcome::Internal => Err(ClusterError::Internal("a command produced no outcome".into())),
+        }
+    }
+
+    /// Confirms leadership with a quorum (read index) and reads the applied state
+    /// once it has caught up. `NotLeader` on a follower.
+    pub async fn linearizable_read<R>(&self, f: impl FnOnce(&Applied) -> R) -> Result<R, ClusterError> {
+        bounded(self.timeouts.read_timeout(), "read", self.raft.ensure_linearizable()).await?.map_err(read_error)?;
+        Ok(self.sm.read(f))
+    }
+
+    /// Reads this node's applied state as it is, without contacting anyone.
+    pub fn local_read<R>(&self, f: impl FnOnce(&Applied) -> R) -> R {
+        self.sm.read(f)
+    }
+
+    /// Leader only: adds `id` as a learner. It then receives the log.
+    pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<Membership, ClusterError> {
+        if id == 0 {
+            return Err(ClusterError::Invalid("node id must be greater than 0".into()));
+        }
+        info.validate().map_err(|e| ClusterError::Invalid(format!("member {id}: {e}")))?;
+        // Confirms leadership and that earlier membership changes have committed.
+        self.linearizable_read(|_| ()).await?;
+        let m = self.membership();
+        if let Some((_, _, voter)) = m.all().find(|(other, _, _)| *other == id) {
+            let role = if voter { "voter" } else { "learner" };
+            return Err(ClusterError::Conflict(format!("node {id} is already a member ({role})")));
+        }
+        if let Some((other, _, _)) =
+            m.all().find(|(_, n, _)| n.raft_addr == info.raft_addr || n.admin_addr == info.admin_addr)
+        {
+            return Err(ClusterError::Conflict(format!("node {other} already uses that raft or admin address")));
+        }
+        bounded(self.timeouts.write_timeout(), "add learner", self.raft.add_learner(id, info, false))
+            .await?
+            .map_err(write_error)?;
+        Ok(self.membership())
+    }
+
+    /// Leader only: makes learner `id` a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<Membership, ClusterError> {
+        self.linearizable_read(|_| ()).await?;
+        let m = self.membership();
+        if m.voters.contains_key(&id) {
+            return Err(ClusterError::Conflict(format!("node {id} is already a voter")));
+        }
+        if !m.learners.contains_key(&id) {
+            return Err(ClusterError::NotFound(format!("node {id} is not a member; add it as a learner first")));
+        }
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+    }
+
+    /// Leader only: removes voter or learner `id` from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<Membership, ClusterError> {
+        self.linearizable_read(|_| ()).await?;
+        let m = self.membership();
+        let change = if m.voters.contains_key(&id) {
+            if m.voters.len() == 1 {
+                return Err(ClusterError::Conflict(format!("node {id} is the last voter; a cluster must keep one")));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if m.learners.contains_key(&id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(ClusterError::NotFound(format!("node {id} is not a member")));
+        };
+        self.change_membership(change).await
+    }
+
+    async fn change_membership(&self, change: ChangeMembers<NodeId, NodeInfo>) -> Result<Membership, ClusterError> {
+        bounded(self.timeouts.write_timeout(), "membership change", self.raft.change_membership(change, false))
+            .await?
+            .map_err(write_error)?;
+        Ok(self.membership())
+    }
+
+    /// Stops Raft and flushes storage.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.log.flush().await {
+            tracing::error!(error = %e, "flushing storage at shutdown");
+        }
+    }
+}
+
+/// Runs `fut` for at most `limit`; past it the caller gets `Unavailable`.
+async fn bounded<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> Result<T, ClusterError> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| {
+        ClusterError::Unavailable(format!(
+            "{what} did not complete within {} ms (no quorum reachable?); its outcome is unknown",
+            limit.as_millis()
+        ))
+    })
+}
+
+/// Keeps `view` told when a quorum last acknowledged this node as leader.
+/// Metrics change whenever the leader's lease is extended, so recording the
+/// instant (now - age) at each change keeps the age right between changes.
+fn spawn_quorum_ack_recorder(
+    mut metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
+    view: Arc<LeaderView>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let ack = {
+                let m = metrics.borrow_and_update();
+                if m.state == ServerState::Leader {
+                    m.millis_since_quorum_ack
+                } else {
+                    None
+                }
+            };
+            view.record_leader_metrics(ack);
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,134 @@
+//! How old this node's view of the cluster is.
+//!
+//! openraft 0.9 does not record when a follower last heard from a leader, and
+//! timing the last AppendEntries is not enough: a deposed leader cut off with
+//! one follower keeps heartbeating it. So the leader sends, with every
+//! AppendEntries, how long ago a quorum last acknowledged it; the receiver
+//! records `view_time = receive_time - that age`. The age of the view is then
+//! `now - view_time`: how long ago the state this node serves was known to be
+//! current at a leader with a quorum. A leader's own view age is its time
+//! since quorum ack.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Instants are stored as milliseconds after `origin` plus one; 0 means never.
+const NEVER: u64 = 0;
+
+/// Shared between the Raft transport (which records) and readers (status,
+/// later the data plane's staleness check). Lock-free.
+#[derive(Debug)]
+pub struct LeaderView {
+    origin: Instant,
+    /// Milliseconds after `origin` at which the view was known current.
+    view_at_ms: AtomicU64,
+    /// Milliseconds after `origin` at which a leader's message was last accepted.
+    contact_at_ms: AtomicU64,
+    /// For a leader: milliseconds after `origin` of its last quorum ack.
+    quorum_ack_at_ms: AtomicU64,
+}
+
+impl Default for LeaderView {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            view_at_ms: AtomicU64::new(NEVER),
+            contact_at_ms: AtomicU64::new(NEVER),
+            quorum_ack_at_ms: AtomicU64::new(NEVER),
+        }
+    }
+}
+
+impl LeaderView {
+    /// Milliseconds since `origin`, plus one so that no instant is `NEVER`.
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    fn age(&self, at: &AtomicU64) -> Option<u64> {
+        match at.load(Ordering::Acquire) {
+            NEVER => None,
+            t => Some(self.now_ms().saturating_sub(t)),
+        }
+    }
+
+    /// A follower accepted AppendEntries from a leader whose quorum ack was
+    /// `leader_quorum_age_ms` old when it sent the message.
+    pub fn record_append(&self, leader_quorum_age_ms: Option<u64>) {
+        let now = self.now_ms();
+        self.contact_at_ms.store(now, Ordering::Release);
+        if let Some(age) = leader_quorum_age_ms {
+            self.view_at_ms.fetch_max(now.saturating_sub(age).max(1), Ordering::AcqRel);
+        }
+    }
+
+    /// This node is leader and openraft reports its last quorum ack as
+    /// `millis_since_quorum_ack` old (None: not leader, or no ack yet).
+    pub fn record_leader_metrics(&self, millis_since_quorum_ack: Option<u64>) {
+        match millis_since_quorum_ack {
+            Some(age) => {
+                let at = self.now_ms().saturating_sub(age).max(1);
+                self.quorum_ack_at_ms.store(at, Ordering::Release);
+                self.view_at_ms.fetch_max(at, Ordering::AcqRel);
+            }
+            None => self.quorum_ack_at_ms.store(NEVER, Ordering::Release),
+        }
+    }
+
+    /// How long ago a quorum acknowledged this node as leader (None: not leader).
+    pub fn quorum_ack_age_ms(&self) -> Option<u64> {
+        self.age(&self.quorum_ack_at_ms)
+    }
+
+    /// Age of the newest view of the cluster this node holds (None: never had one).
+    pub fn view_age_ms(&self) -> Option<u64> {
+        self.age(&self.view_at_ms)
+    }
+
+    /// Time since this node last accepted a message from a leader.
+    pub fn last_contact_age_ms(&self) -> Option<u64> {
+        self.age(&self.contact_at_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_view_has_no_age() {
+        let v = LeaderView::default();
+        assert_eq!(v.view_age_ms(), None);
+        assert_eq!(v.quorum_ack_age_ms(), None);
+    }
+
+    #[test]
+    fn the_view_is_dated_by_the_leaders_quorum_age_not_by_arrival() {
+        let v = LeaderView::default();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        v.record_append(Some(20));
+        let age = v.view_age_ms().unwrap();
+        assert!(age >= 20, "age {age} must include the leader's quorum age");
+        assert!(v.last_contact_age_ms().unwrap() < age);
+    }
+
+    #[test]
+    fn an_older_view_never_replaces_a_newer_one() {
+        let v = LeaderView::default();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        v.record_append(Some(0));
+        // A deposed leader's heartbeat with a stale quorum age arrives later.
+        v.record_append(Some(40));
+        assert!(v.view_age_ms().unwrap() < 40);
+    }
+
+    #[test]
+    fn losing_leadership_clears_the_quorum_ack() {
+        let v = LeaderView::default();
+        v.record_leader_metrics(Some(5));
+        assert!(v.quorum_ack_age_ms().is_some());
+        v.record_leader_metrics(None);
+        assert_eq!(v.quorum_ack_age_ms(), None);
+        assert!(v.view_age_ms().is_some());
+    }
+}

@@ -1,0 +1,445 @@
+//! Node configuration: a TOML file, with every field also settable by flag
+//! or environment variable (flags and env override the file).
+//!
+//! Validation happens once, here; errors name the field (`listen.admin`,
+//! `bootstrap.members[1].id`, ...).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use raftgate_cluster::RaftTimeouts;
+use raftgate_model::{NodeId, NodeInfo};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub listen: Listen,
+    /// Addresses other nodes and clients use; each defaults to the listen address.
+    pub advertise: Advertise,
+    pub raft: RaftTimeouts,
+    pub bootstrap: Bootstrap,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Unique in the cluster, never reused, greater than 0.
+    pub id: NodeId,
+    pub region: String,
+    pub data_dir: PathBuf,
+    pub cluster_name: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self { id: 0, region: "local".into(), data_dir: PathBuf::new(), cluster_name: "raftgate".into() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub raft: String,
+    pub admin: String,
+    pub http: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { raft: "127.0.0.1:7101".into(), admin: "127.0.0.1:7201".into(), http: "127.0.0.1:7301".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Advertise {
+    pub raft: Option<String>,
+    pub admin: Option<String>,
+    pub http: Option<String>,
+}
+
+/// The voters of a new cluster. Every listed node may carry the same list; a
+/// node that already holds a cluster ignores it. Empty: wait to be added
+/// (`raftgatectl cluster add-learner`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bootstrap {
+    pub members: Vec<BootstrapMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapMember {
+    pub id: NodeId,
+    pub region: String,
+    pub raft_addr: String,
+    pub admin_addr: String,
+    pub http_addr: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,raftgate_cluster=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config field `{field}`: {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn field(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Field { field: field.into(), problem: problem.into() }
+}
+
+/// Every config field as a flag and an environment variable.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConfigOverrides {
+    #[arg(long, env = "RAFTGATE_NODE_ID")]
+    pub node_id: Option<NodeId>,
+    #[arg(long, env = "RAFTGATE_REGION")]
+    pub region: Option<String>,
+    #[arg(long, env = "RAFTGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "RAFTGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    #[arg(long, env = "RAFTGATE_LISTEN_RAFT")]
+    pub listen_raft: Option<String>,
+    #[arg(long, env = "RAFTGATE_LISTEN_ADMIN")]
+    pub listen_admin: Option<String>,
+    #[arg(long, env = "RAFTGATE_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
+    #[arg(long, env = "RAFTGATE_ADVERTISE_RAFT")]
+    pub advertise_raft: Option<String>,
+    #[arg(long, env = "RAFTGATE_ADVERTISE_ADMIN")]
+    pub advertise_admin: Option<String>,
+    #[arg(long, env = "RAFTGATE_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    #[arg(long, env = "RAFTGATE_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_RPC_TIMEOUT_MS")]
+    pub rpc_timeout_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_READ_TIMEOUT_MS")]
+    pub read_timeout_ms: Option<u64>,
+    #[arg(long, env = "RAFTGATE_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<u64>,
+    /// A voter of a new cluster, `ID=REGION,RAFT_ADDR,ADMIN_ADDR,HTTP_ADDR`;
+    /// repeat the flag, or separate members with `;` in the variable.
+    #[arg(long = "bootstrap-member", env = "RAFTGATE_BOOTSTRAP_MEMBERS", value_delimiter = ';')]
+    pub bootstrap_members: Vec<String>,
+    #[arg(long, env = "RAFTGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[arg(long, env = "RAFTGATE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl NodeConfig {
+    /// Reads `path` (if given), applies the overrides and validates.
+    pub fn load(path: Option<&Path>, overrides: &ConfigOverrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        config.apply(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: shown, message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    fn apply(&mut self, o: &ConfigOverrides) -> Result<(), ConfigError> {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut self.node.id, &o.node_id);
+        set(&mut self.node.region, &o.region);
+        set(&mut self.node.data_dir, &o.data_dir);
+        set(&mut self.node.cluster_name, &o.cluster_name);
+        set(&mut self.listen.raft, &o.listen_raft);
+        set(&mut self.listen.admin, &o.listen_admin);
+        set(&mut self.listen.http, &o.listen_http);
+        for (target, value) in [
+            (&mut self.advertise.raft, &o.advertise_raft),
+            (&mut self.advertise.admin, &o.advertise_admin),
+            (&mut self.advertise.http, &o.advertise_http),
+        ] {
+            if value.is_some() {
+                *target = value.clone();
+            }
+        }
+        set(&mut self.raft.heartbeat_interval_ms, &o.heartbeat_interval_ms);
+        set(&mut self.raft.election_timeout_min_ms, &o.election_timeout_min_ms);
+        set(&mut self.raft.election_timeout_max_ms, &o.election_timeout_max_ms);
+        set(&mut self.raft.rpc_timeout_ms, &o.rpc_timeout_ms);
+        set(&mut self.raft.write_timeout_ms, &o.write_timeout_ms);
+        set(&mut self.raft.read_timeout_ms, &o.read_timeout_ms);
+        set(&mut self.raft.snapshot_every_entries, &o.snapshot_every_entries);
+        set(&mut self.log.format, &o.log_format);
+        set(&mut self.log.level, &o.log_level);
+        if !o.bootstrap_members.is_empty() {
+            self.bootstrap.members = o
+                .bootstrap_members
+                .iter()
+                .map(|m| parse_member(m).map_err(|p| field("--bootstrap-member", format!("{m:?}: {p}"))))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// This node's identity as other members see it.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            region: self.node.region.clone(),
+            raft_addr: self.advertise.raft.clone().unwrap_or_else(|| self.listen.raft.clone()),
+            admin_addr: self.advertise.admin.clone().unwrap_or_else(|| self.listen.admin.clone()),
+            http_addr: self.advertise.http.clone().unwrap_or_else(|| self.listen.http.clone()),
+        }
+    }
+
+    /// The bootstrap voters by id (validated: no duplicate ids or addresses).
+    pub fn bootstrap_members(&self) -> BTreeMap<NodeId, NodeInfo> {
+        self.bootstrap
+            .members
+            .iter()
+            .map(|m| {
+                let info = NodeInfo {
+                    region: m.region.clone(),
+                    raft_addr: m.raft_addr.clone(),
+                    admin_addr: m.admin_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                };
+                (m.id, info)
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.id == 0 {
+            return Err(field("node.id", "is required and must be greater than 0"));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(field("node.data_dir", "is required"));
+        }
+        let name_ok = !self.node.cluster_name.is_empty()
+            && self.node.cluster_name.len() <= 64
+            && self.node.cluster_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(field("node.cluster_name", "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'"));
+        }
+        for (name, addr) in [
+            ("listen.raft", &self.listen.raft),
+            ("listen.admin", &self.listen.admin),
+            ("listen.http", &self.listen.http),
+        ] {
+            addr.parse::<SocketAddr>().map_err(|_| field(name, format!("must be ip:port, got {addr:?}")))?;
+        }
+        let listens = [&self.listen.raft, &self.listen.admin, &self.listen.http];
+        if listens[0] == listens[1] || listens[0] == listens[2] || listens[1] == listens[2] {
+            return Err(field("listen", "raft, admin and http must be different addresses"));
+        }
+        self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
+        self.node_info().validate().map_err(|e| match e {
+            raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),
+            raftgate_model::NodeInfoError::Address { field: f, .. } => {
+                field(format!("advertise.{}", f.trim_end_matches("_addr")), e.to_string())
+            }
+        })?;
+        self.validate_bootstrap()
+    }
+
+    fn validate_bootstrap(&self) -> Result<(), ConfigError> {
+        let members = &self.bootstrap.members;
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut seen_ids = BTreeMap::new();
+        let mut seen_addrs = BTreeMap::new();
+        for (i, m) in members.iter().enumerate() {
+            let at = |f: &str| format!("bootstrap.members[{i}].{f}");
+            if m.id == 0 {
+                return Err(field(at("id"), "must be greater than 0"));
+            }
+            if let Some(first) = seen_ids.insert(m.id, i) {
+                return Err(field(
+                    at("id"),
+                    format!("node id {} is already listed at bootstrap.members[{first}]", m.id),
+                ));
+            }
+            let info = NodeInfo {
+                region: m.region.clone(),
+                raft_addr: m.raft_addr.clone(),
+                admin_addr: m.admin_addr.clone(),
+                http_addr: m.http_addr.clone(),
+            };
+            info.validate().map_err(|e| match &e {
+                raftgate_model::NodeInfoError::Region(_) => field(at("region"), e.to_string()),
+                raftgate_model::NodeInfoError::Address { field: f, .. } => field(at(f), e.to_string()),
+            })?;
+            for addr in [&m.raft_addr, &m.admin_addr] {
+                if let Some(first) = seen_addrs.insert(addr.clone(), i) {
+                    return Err(field(
+                        at("raft_addr"),
+                        format!("address {addr} is already used by bootstrap.members[{first}]"),
+                    ));
+                }
+            }
+        }
+        match self.bootstrap_members().get(&self.node.id) {
+            None => Err(field("bootstrap.members", format!("must include this node (id {})", self.node.id))),
+            Some(me) if *me != self.node_info() => Err(field(
+                "bootstrap.members",
+                format!(
+                    "the entry for this node (id {}) differs from its own region and addresses {}",
+                    self.node.id,
+                    self.node_info()
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Parses `ID=REGION,RAFT_ADDR,ADMIN_ADDR,HTTP_ADDR`.
+pub fn parse_member(s: &str) -> Result<BootstrapMember, String> {
+    let (id, rest) = s.split_once('=').ok_or("expected ID=REGION,RAFT_ADDR,ADMIN_ADDR,HTTP_ADDR")?;
+    let id = id.trim().parse().map_err(|_| format!("node id {id:?} is not a number"))?;
+    let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
+    let [region, raft, admin, http] = parts[..] else {
+        return Err("expected four comma-separated fields after '=': REGION,RAFT_ADDR,ADMIN_ADDR,HTTP_ADDR".into());
+    };
+    Ok(BootstrapMember {
+        id,
+        region: region.into(),
+        raft_addr: raft.into(),
+        admin_addr: admin.into(),
+        http_addr: http.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = 1
+region = "eu-west"
+data_dir = "data/1"
+
+[listen]
+raft = "127.0.0.1:7101"
+admin = "127.0.0.1:7201"
+http = "127.0.0.1:7301"
+
+[bootstrap]
+members = [
+  { id = 1, region = "eu-west", raft_addr = "127.0.0.1:7101", admin_addr = "127.0.0.1:7201", http_addr = "127.0.0.1:7301" },
+  { id = 2, region = "us-east", raft_addr = "127.0.0.1:7102", admin_addr = "127.0.0.1:7202", http_addr = "127.0.0.1:7302" },
+]
+"#;
+
+    fn load(text: &str) -> Result<NodeConfig, String> {
+        let c = NodeConfig::from_toml(text)?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn a_complete_file_loads() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.node.id, 1);
+        assert_eq!(c.bootstrap_members().len(), 2);
+        assert_eq!(c.raft, RaftTimeouts::default());
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let err = load(&GOOD.replace("region = \"eu-west\"\ndata_dir", "regoin = \"x\"\ndata_dir")).unwrap_err();
+        assert!(err.contains("unknown field `regoin`"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_node_id_is_refused_by_field() {
+        let err = load(&GOOD.replace("{ id = 2,", "{ id = 1,")).unwrap_err();
+        assert!(err.contains("bootstrap.members[1].id") && err.contains("already listed"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_must_include_this_node() {
+        let err = load(&GOOD.replace("id = 1\nregion", "id = 3\nregion")).unwrap_err();
+        assert!(err.contains("must include this node (id 3)"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let err = load(&GOOD.replace("admin = \"127.0.0.1:7201\"", "admin = \"nope\"")).unwrap_err();
+        assert!(err.contains("`listen.admin`"), "{err}");
+        let err = load(&GOOD.replace("[listen]", "[raft]\nelection_timeout_max_ms = 10\n[listen]")).unwrap_err();
+        assert!(err.contains("`raft.election_timeout_max_ms`"), "{err}");
+        let err = load("[node]\nid = 0\n").unwrap_err();
+        assert!(err.contains("`node.id`"), "{err}");
+        let err = load("[node\nid = 1").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut c = NodeConfig::from_toml(GOOD).unwrap();
+        let o =
+            ConfigOverrides { heartbeat_interval_ms: Some(100), region: Some("eu-west".into()), ..Default::default() };
+        c.apply(&o).unwrap();
+        assert_eq!(c.raft.heartbeat_interval_ms, 100);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_member_flag_parses_and_a_bad_one_is_explained() {
+        let m = parse_member("2=us-east,h:1,h:2,h:3").unwrap();
+        assert_eq!((m.id, m.region.as_str(), m.http_addr.as_str()), (2, "us-east", "h:3"));
+        assert!(parse_member("x=a,b,c,d").unwrap_err().contains("not a number"));
+        assert!(parse_member("2=a,b").unwrap_err().contains("four"));
+    }
+}

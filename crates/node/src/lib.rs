@@ -1,0 +1,14 @@
+//! One Raftgate node: configuration, listeners, consensus and the admin API,
+//! started and stopped as a unit.
+//!
+//! [`config`] reads and validates a node's configuration (TOML, flags, env);
+//! [`run`] binds the listeners, starts consensus, bootstraps if asked, serves
+//! until told to stop, then shuts down in order (stop accepting, finish
+//! in-flight requests, stop Raft, flush storage).
+
+pub mod config;
+pub mod logging;
+pub mod run;
+
+pub use config::{ConfigError, NodeConfig};
+pub use run::{run_node, NodeError};

@@ -1,0 +1,167 @@
+//! `raftgate`: run a gateway node, or a local development cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftgate_node::config::{BootstrapMember, ConfigOverrides, LogFormat, NodeConfig};
+use raftgate_node::{logging, run_node};
+
+#[derive(Parser)]
+#[command(name = "raftgate", version, about = "An API gateway that runs as a Raft cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from a TOML config file; every field can also be a flag or env var.
+    Serve {
+        #[arg(long, short, env = "RAFTGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: ConfigOverrides,
+    },
+    /// Run a local cluster in this process on 127.0.0.1, for trying Raftgate out.
+    /// Node i listens on raft BASE+i, admin BASE+100+i, http BASE+200+i.
+    Dev {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        #[arg(long, default_value = ".raftgate-dev")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 7100, value_parser = clap::value_parser!(u16).range(1024..=65000))]
+        base_port: u16,
+        #[arg(long, default_value = "human")]
+        log_format: LogFormat,
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}"), 1),
+    };
+    match cli.command {
+        Cmd::Serve { config, overrides } => {
+            let config = match NodeConfig::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(e.to_string(), 2),
+            };
+            if let Err(e) = logging::init(config.log.format, &config.log.level) {
+                return fail(e, 2);
+            }
+            match runtime.block_on(run_node(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.to_string(), 1),
+            }
+        }
+        Cmd::Dev { nodes, data_dir, base_port, log_format, log_level } => {
+            if let Err(e) = logging::init(log_format, &log_level) {
+                return fail(e, 2);
+            }
+            runtime.block_on(run_dev(nodes, data_dir, base_port))
+        }
+    }
+}
+
+fn fail(message: String, code: u8) -> ExitCode {
+    eprintln!("raftgate: {message}");
+    ExitCode::from(code)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn dev_configs(nodes: u64, data_dir: &std::path::Path, base_port: u16) -> Vec<NodeConfig> {
+    let port = |offset: u64, i: u64| format!("127.0.0.1:{}", u64::from(base_port) + offset + i);
+    let members: Vec<BootstrapMember> = (1..=nodes)
+        .map(|i| BootstrapMember {
+            id: i,
+            region: format!("local-{i}"),
+            raft_addr: port(0, i),
+            admin_addr: port(100, i),
+            http_addr: port(200, i),
+        })
+        .collect();
+    members
+        .iter()
+        .map(|m| {
+            let mut c = NodeConfig::default();
+            c.node.id = m.id;
+            c.node.region = m.region.clone();
+            c.node.data_dir = data_dir.join(format!("node-{}", m.id));
+            c.listen.raft = m.raft_addr.clone();
+            c.listen.admin = m.admin_addr.clone();
+            c.listen.http = m.http_addr.clone();
+            c.bootstrap.members = members.clone();
+            c
+        })
+        .collect()
+}
+
+async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
+    let configs = dev_configs(nodes, &data_dir, base_port);
+    for c in &configs {
+        if let Err(e) = c.validate() {
+            return fail(e.to_string(), 2);
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let endpoints: Vec<String> = configs.iter().map(|c| c.listen.admin.clone()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for config in configs {
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let id = config.node.id;
+            let result = run_node(config, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            (id, result)
+        });
+    }
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        "local cluster of {nodes} nodes; admin endpoints {}; try: raftgatectl --endpoint {} cluster status",
+        endpoints.join(", "),
+        endpoints[0]
+    );
+    let mut code = ExitCode::SUCCESS;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(Ok((id, Err(e)))) = tasks.join_next() => {
+            eprintln!("raftgate: node {id}: {e}");
+            code = ExitCode::from(1);
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((id, Err(e))) = joined {
+            eprintln!("raftgate: node {id}: {e}");
+            code = ExitCode::from(1);
+        }
+    }
+    code
+}

@@ -1,0 +1,132 @@
+//! Starting, serving and stopping one node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftgate_admin::AdminService;
+use raftgate_cluster::{ClusterError, ClusterNode, StartError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::NodeConfig;
+
+/// How long shutdown waits for in-flight admin requests before stopping Raft.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most concurrent gRPC streams per connection on each listener.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr} (`{field}`): {source}")]
+    Bind { field: &'static str, addr: String, source: std::io::Error },
+    #[error("cannot create data dir {path} (`node.data_dir`): {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(ClusterError),
+    #[error("{listener} listener failed: {message}")]
+    Server { listener: &'static str, message: String },
+}
+
+async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { field, addr: addr.to_string(), source })
+}
+
+/// A future that completes when `stop` turns true.
+fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(2)))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .tcp_nodelay(true)
+}
+
+/// Runs a node until `shutdown` completes, then stops it in order: stop
+/// accepting admin requests and finish those in flight, stop Raft, flush storage.
+pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let id = config.node.id;
+    let info = config.node_info();
+    // Bind first: a busy port is reported before anything is written to disk.
+    let raft_listener = bind("listen.raft", &config.listen.raft).await?;
+    let admin_listener = bind("listen.admin", &config.listen.admin).await?;
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
+
+    let node = ClusterNode::start(id, info.clone(), data_dir, &config.node.cluster_name, config.raft.clone()).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let raft_server = server_builder()
+        .add_service(node.raft_service().into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone()));
+    let admin_server = server_builder()
+        .add_service(AdminService::new(node.clone()).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
+    let mut raft_task = tokio::spawn(raft_server);
+    let mut admin_task = tokio::spawn(admin_server);
+
+    if !is_loopback(&config.listen.admin) {
+        tracing::warn!(addr = %config.listen.admin, "the admin API is plaintext and unauthenticated; bind it to loopback or a private network");
+    } else {
+        tracing::info!(addr = %config.listen.admin, "admin API is plaintext on loopback (local use only)");
+    }
+    tracing::info!(node = id, region = %info.region, raft = %config.listen.raft, admin = %config.listen.admin, "node started");
+
+    if !config.bootstrap.members.is_empty() {
+        let members = config.bootstrap_members();
+        match node.bootstrap(members.clone()).await {
+            Ok(true) => tracing::info!(voters = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster"),
+            Ok(false) => tracing::info!("data dir already holds a cluster; bootstrap list ignored"),
+            Err(e) => {
+                stop(&node, &stop_tx, raft_task, admin_task).await;
+                return Err(NodeError::Bootstrap(e));
+            }
+        }
+    }
+
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        r = &mut raft_task => Some(("raft", r)),
+        r = &mut admin_task => Some(("admin", r)),
+    };
+    if let Some((listener, result)) = failure {
+        let message = match result {
+            Ok(Ok(())) => "stopped unexpectedly".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        node.shutdown().await;
+        return Err(NodeError::Server { listener, message });
+    }
+    tracing::info!(node = id, "shutting down: no new requests, finishing those in flight");
+    stop(&node, &stop_tx, raft_task, admin_task).await;
+    tracing::info!(node = id, "stopped; storage flushed");
+    Ok(())
+}
+
+async fn stop(
+    node: &Arc<ClusterNode>,
+    stop_tx: &watch::Sender<bool>,
+    raft_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    admin_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, admin_task).await.is_err() {
+        tracing::warn!("admin requests still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    node.shutdown().await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, raft_task).await;
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+}
