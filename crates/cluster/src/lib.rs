@@ -8,6 +8,9 @@
 //! calling itself leader). It also keeps the age of this node's view of the
 //! cluster ([`LeaderView`]), which the staleness bound of revocation uses.
 
+// openraft fixes the RPC error type (RPCError, ~128 bytes) of the network trait.
+#![allow(clippy::result_large_err)]
+
 mod config;
 mod error;
 mod network;

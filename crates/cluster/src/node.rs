@@ -1,7 +1,6 @@
 //! [`ClusterNode`]: this node's Raft, its storage and every bounded call into them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +20,8 @@ use crate::Raft;
 
 /// sled page cache per node.
 const STORE_CACHE_BYTES: u64 = 64 << 20;
+/// How often the store's seal (its durable lower bound) is rewritten.
+const SEAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A member's role as this node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +102,7 @@ pub struct ClusterNode {
     sm: StateMachineStore<SledKv>,
     view: Arc<LeaderView>,
     timeouts: RaftTimeouts,
+    sealer: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +119,13 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn forward<N: Debug>(f: ForwardToLeader<NodeId, NodeInfo>) -> ClusterError {
+fn forward(f: ForwardToLeader<NodeId, NodeInfo>) -> ClusterError {
     ClusterError::NotLeader { leader_id: f.leader_id, leader_admin_addr: f.leader_node.map(|n| n.admin_addr) }
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ClusterError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward::<()>(f),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward(f),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::Conflict(e.to_string()),
         RaftError::Fatal(f) => ClusterError::Unavailable(format!("raft stopped: {f}")),
     }
@@ -131,7 +133,7 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Clus
 
 fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> ClusterError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => forward::<()>(f),
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => forward(f),
         RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => ClusterError::Unavailable(q.to_string()),
         RaftError::Fatal(f) => ClusterError::Unavailable(format!("raft stopped: {f}")),
     }
@@ -157,7 +159,8 @@ impl ClusterNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         spawn_quorum_ack_recorder(raft.metrics(), view.clone());
-        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts }))
+        let sealer = spawn_sealer(log.clone());
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, sealer }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -343,12 +346,13 @@ impl ClusterNode {
         Ok(self.membership())
     }
 
-    /// Stops Raft and flushes storage.
+    /// Stops Raft, flushes storage and writes the seal.
     pub async fn shutdown(&self) {
+        self.sealer.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        if let Err(e) = self.log.flush().await {
+        if let Err(e) = self.log.clone().seal().await {
             tracing::error!(error = %e, "flushing storage at shutdown");
         }
     }
@@ -361,6 +365,19 @@ async fn bounded<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -
             "{what} did not complete within {} ms (no quorum reachable?); its outcome is unknown",
             limit.as_millis()
         ))
+    })
+}
+
+/// Rewrites the store's seal every `SEAL_INTERVAL`.
+fn spawn_sealer(mut log: LogStore<SledKv>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SEAL_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = log.seal().await {
+                tracing::error!(error = %e, "cannot write the store seal");
+            }
+        }
     })
 }
 

@@ -36,10 +36,8 @@ async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, NodeError>
 }
 
 /// A future that completes when `stop` turns true.
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn server_builder() -> tonic::transport::Server {

@@ -11,8 +11,12 @@
 //! on `kill -9`). The state machine itself lives in memory and is rebuilt on
 //! start from the last snapshot plus the committed log after it.
 
+// openraft fixes the storage error type (StorageError, ~224 bytes); boxing it here would only add a conversion.
+#![allow(clippy::result_large_err)]
+
 mod kv;
 mod log_store;
+mod seal;
 mod state_machine;
 mod types;
 
@@ -32,16 +36,31 @@ pub enum OpenError {
     Corrupt { path: String, what: String },
 }
 
-/// Opens (or creates) the store in `dir` and checks that what it holds decodes:
-/// the vote, the committed id, the snapshot and the first and last log entries.
+/// Opens (or creates) the store in `dir` and checks it: what it holds decodes
+/// (the vote, the committed id, the snapshot, the first and last log entries)
+/// and it holds at least what its seal says it held.
 pub async fn open(
     dir: &Path,
     cache_capacity_bytes: u64,
 ) -> Result<(LogStore<SledKv>, StateMachineStore<SledKv>), OpenError> {
     let path = dir.display().to_string();
-    let kv = SledKv::open(dir, cache_capacity_bytes).map_err(|source| OpenError::Kv { path: path.clone(), source })?;
-    let mut log = LogStore::new(kv.clone());
-    log.check().await.map_err(|e| OpenError::Corrupt { path: path.clone(), what: e.to_string() })?;
-    let sm = StateMachineStore::open(kv).map_err(|e| OpenError::Corrupt { path, what: e.to_string() })?;
+    let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
+    let seal = seal::read(dir).map_err(corrupt)?;
+    if seal.is_some() && !dir.join("raft").is_dir() {
+        return Err(corrupt("its seal is present but the store (raft/) is missing".into()));
+    }
+    let kv = SledKv::open(&dir.join("raft"), cache_capacity_bytes)
+        .map_err(|source| OpenError::Kv { path: path.clone(), source })?;
+    let mut log = LogStore::new(kv.clone(), dir.to_path_buf());
+    let (vote, last_log) = log.check().await.map_err(|e| corrupt(e.to_string()))?;
+    if let Some(seal) = seal {
+        seal::check(&seal, vote.as_ref(), last_log).map_err(|what| {
+            corrupt(format!(
+                "{what}: the store was truncated or damaged; restore the data dir from a backup, \
+                 or remove the node from the cluster and add it back with an empty data dir"
+            ))
+        })?;
+    }
+    let sm = StateMachineStore::open(kv).map_err(|e| corrupt(e.to_string()))?;
     Ok((log, sm))
 }

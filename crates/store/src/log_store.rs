@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore<K> {
     kv: K,
+    /// Where the seal file goes (see `seal`).
+    seal_dir: Arc<PathBuf>,
     /// Index of the last committed entry plus one (0: nothing committed), for status reports.
     committed: Arc<AtomicU64>,
 }
@@ -49,13 +52,22 @@ fn to_bound(b: Bound<&u64>) -> Bound<Vec<u8>> {
 }
 
 impl<K: KvStore> LogStore<K> {
-    pub fn new(kv: K) -> Self {
-        Self { kv, committed: Arc::new(AtomicU64::new(0)) }
+    pub fn new(kv: K, seal_dir: PathBuf) -> Self {
+        Self { kv, seal_dir: Arc::new(seal_dir), committed: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Makes every earlier write durable.
-    pub async fn flush(&self) -> Result<(), crate::KvError> {
-        self.kv.flush().await
+    /// Flushes the store, then records in the seal file what is now durable.
+    pub async fn seal(&mut self) -> Result<(), String> {
+        // Read before flushing: everything read is then durable after the flush.
+        let vote = self.read_vote().await.map_err(|e| e.to_string())?;
+        let committed_index = self.committed_index();
+        self.kv.flush().await.map_err(|e| e.to_string())?;
+        let seal = crate::seal::Seal { vote_term: vote.map_or(0, |v| v.leader_id().term), committed_index };
+        let dir = self.seal_dir.clone();
+        tokio::task::spawn_blocking(move || crate::seal::write(&dir, &seal))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("writing the seal: {e}"))
     }
 
     /// The last committed log index this node knows of.
@@ -83,14 +95,15 @@ impl<K: KvStore> LogStore<K> {
 
     /// Decodes the metadata and the first and last entries, so that a damaged
     /// store is reported when the node starts rather than in the middle of a write.
-    pub async fn check(&mut self) -> StorageResult<()> {
-        self.read_vote().await?;
+    /// Returns the vote and the last log id.
+    pub async fn check(&mut self) -> StorageResult<(Option<Vote<NodeId>>, Option<LogId<NodeId>>)> {
+        let vote = self.read_vote().await?;
         self.read_committed().await?;
-        self.get_log_state().await?;
+        let state = self.get_log_state().await?;
         if let Some((_, v)) = self.kv.first(Space::Log).map_err(|e| StorageIOError::read_logs(&e))? {
             Self::decode_entry(&v)?;
         }
-        Ok(())
+        Ok((vote, state.last_log_id))
     }
 
     /// Removes every entry whose key is in `range` and flushes.

@@ -1,0 +1,229 @@
+//! `raftgatectl`: administer a Raftgate cluster through any node's admin API.
+//!
+//! Every command talks to one endpoint (`--endpoint`, `RAFTGATE_ENDPOINT`,
+//! default `127.0.0.1:7201`); the node forwards what only the leader can do.
+//! Output is a table for people or JSON (`--output json`) for scripts. Errors
+//! name the endpoint and what failed, and exit non-zero.
+
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use raftgate_proto::admin as pb;
+use raftgate_proto::admin::admin_client::AdminClient;
+use tonic::transport::{Channel, Endpoint};
+
+use output::Output;
+
+#[derive(Parser)]
+#[command(name = "raftgatectl", version, about = "Administer a Raftgate cluster")]
+struct Cli {
+    /// Admin address of any node, `host:port` or `http://host:port`.
+    #[arg(long, global = true, env = "RAFTGATE_ENDPOINT", default_value = "127.0.0.1:7201")]
+    endpoint: String,
+    #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Give up on a request after this many milliseconds.
+    #[arg(long, global = true, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Cluster membership and health.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// The node at --endpoint, as it sees itself.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Replicated cluster settings (key/value).
+    #[command(subcommand)]
+    Setting(SettingCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every member: role, term, log indexes, replication lag, reachability.
+    Status,
+    /// Add a running node as a learner (it receives the log but does not vote).
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        admin_addr: String,
+        #[arg(long)]
+        http_addr: String,
+    },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a voter or learner from the cluster.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// This node's own report.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum SettingCmd {
+    /// Create or replace a setting.
+    Put {
+        key: String,
+        value: String,
+        /// Only write if the setting is at this revision (0: must not exist yet).
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Read one setting.
+    Get {
+        key: String,
+        /// Read this node's applied state instead of a linearizable read through the leader.
+        #[arg(long)]
+        local: bool,
+    },
+    /// List settings in key order, a page at a time.
+    List {
+        #[arg(long)]
+        local: bool,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Delete a setting.
+    Delete {
+        key: String,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("raftgatectl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoint = normalize(&cli.endpoint);
+    match runtime.block_on(execute(&cli, &endpoint)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("raftgatectl: {endpoint}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn normalize(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// Describes a failed call for a person: unreachable, or the node's own answer.
+fn describe(status: tonic::Status) -> String {
+    let msg = status.message();
+    match status.code() {
+        tonic::Code::Unavailable if msg.contains("transport") || msg.contains("connect") || msg.contains("tcp") => {
+            format!("unreachable ({msg})")
+        }
+        tonic::Code::Unavailable => format!("unavailable: {msg}"),
+        tonic::Code::DeadlineExceeded => format!("no answer in time: {msg}"),
+        tonic::Code::InvalidArgument => format!("invalid request: {msg}"),
+        tonic::Code::NotFound => format!("not found: {msg}"),
+        tonic::Code::FailedPrecondition => format!("refused: {msg}"),
+        tonic::Code::ResourceExhausted => format!("limit reached: {msg}"),
+        tonic::Code::Unimplemented => "not a Raftgate admin endpoint (or a different version)".to_string(),
+        code => format!("{code:?}: {msg}"),
+    }
+}
+
+async fn connect(endpoint: &str, timeout: Duration) -> Result<AdminClient<Channel>, String> {
+    let ep = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("invalid endpoint: {e}"))?
+        .connect_timeout(Duration::from_millis(3_000).min(timeout))
+        .timeout(timeout);
+    let channel = ep.connect().await.map_err(|e| {
+        let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+        format!("unreachable ({source})")
+    })?;
+    Ok(AdminClient::new(channel))
+}
+
+async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
+    let mut client = connect(endpoint, Duration::from_millis(cli.timeout_ms)).await?;
+    let out = Output::new(matches!(cli.output, Format::Json));
+    let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
+    match &cli.command {
+        Cmd::Cluster(ClusterCmd::Status) => {
+            let reply = client.cluster_status(pb::ClusterStatusRequest {}).await.map_err(describe)?;
+            out.cluster_status(&reply.into_inner());
+        }
+        Cmd::Cluster(ClusterCmd::AddLearner { id, region, raft_addr, admin_addr, http_addr }) => {
+            let member = pb::Member {
+                id: *id,
+                region: region.clone(),
+                raft_addr: raft_addr.clone(),
+                admin_addr: admin_addr.clone(),
+                http_addr: http_addr.clone(),
+            };
+            let reply = client.add_learner(pb::AddLearnerRequest { member: Some(member) }).await.map_err(describe)?;
+            out.membership(&reply.into_inner());
+        }
+        Cmd::Cluster(ClusterCmd::Promote { id }) => {
+            let reply = client.promote(pb::PromoteRequest { id: *id }).await.map_err(describe)?;
+            out.membership(&reply.into_inner());
+        }
+        Cmd::Cluster(ClusterCmd::Remove { id }) => {
+            let reply = client.remove_node(pb::RemoveNodeRequest { id: *id }).await.map_err(describe)?;
+            out.membership(&reply.into_inner());
+        }
+        Cmd::Node(NodeCmd::Status) => {
+            let reply = client.node_status(pb::NodeStatusRequest {}).await.map_err(describe)?;
+            out.node_status(&reply.into_inner());
+        }
+        Cmd::Setting(SettingCmd::Put { key, value, expected_revision }) => {
+            let req =
+                pb::PutSettingRequest { key: key.clone(), value: value.clone(), expected_revision: *expected_revision };
+            let reply = client.put_setting(req).await.map_err(describe)?;
+            out.write(&reply.into_inner());
+        }
+        Cmd::Setting(SettingCmd::Delete { key, expected_revision }) => {
+            let req = pb::DeleteSettingRequest { key: key.clone(), expected_revision: *expected_revision };
+            let reply = client.delete_setting(req).await.map_err(describe)?;
+            out.write(&reply.into_inner());
+        }
+        Cmd::Setting(SettingCmd::Get { key, local }) => {
+            let req = pb::GetSettingRequest { key: key.clone(), consistency: consistency(*local) };
+            let reply = client.get_setting(req).await.map_err(describe)?;
+            out.settings(&[reply.into_inner()], "");
+        }
+        Cmd::Setting(SettingCmd::List { local, after, limit }) => {
+            let req = pb::ListSettingsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
+            let reply = client.list_settings(req).await.map_err(describe)?.into_inner();
+            out.settings(&reply.settings, &reply.next_after);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Rendering replies as tables for people or JSON for scripts.
+
+use raftgate_proto::admin as pb;
+use serde_json::{json, Value};
+
+pub struct Output {
+    json: bool,
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn node_json(s: &pb::NodeStatusReply) -> Value {
+    json!({
+        "id": s.id,
+        "region": s.region,
+        "role": s.role,
+        "term": s.term,
+        "leader_id": s.leader_id,
+        "last_log_index": s.last_log_index,
+        "committed_index": s.committed_index,
+        "applied_index": s.applied_index,
+        "snapshot_index": s.snapshot_index,
+        "millis_since_quorum_ack": s.millis_since_quorum_ack,
+        "leader_view_age_ms": s.leader_view_age_ms,
+        "state_revision": s.state_revision,
+        "replication": s.replication.iter().map(|r| json!({"node_id": r.node_id, "matched_index": r.matched_index})).collect::<Vec<_>>(),
+        "voters": s.voters.iter().map(|m| m.id).collect::<Vec<_>>(),
+        "learners": s.learners.iter().map(|m| m.id).collect::<Vec<_>>(),
+    })
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    fn print_json(&self, v: Value) {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON values serialize"));
+    }
+
+    pub fn cluster_status(&self, r: &pb::ClusterStatusReply) {
+        if self.json {
+            let members: Vec<Value> = r
+                .members
+                .iter()
+                .map(|m| {
+                    let member = m.member.clone().unwrap_or_default();
+                    json!({
+                        "id": member.id,
+                        "region": member.region,
+                        "raft_addr": member.raft_addr,
+                        "admin_addr": member.admin_addr,
+                        "http_addr": member.http_addr,
+                        "voter": m.voter,
+                        "leader": Some(member.id) == r.leader_id,
+                        "reachable": m.reachable,
+                        "error": if m.error.is_empty() { None } else { Some(&m.error) },
+                        "lag": m.lag,
+                        "status": m.status.as_ref().map(node_json),
+                    })
+                })
+                .collect();
+            return self.print_json(json!({
+                "answered_by": r.answered_by,
+                "leader_id": r.leader_id,
+                "members": members,
+                "warnings": r.warnings,
+            }));
+        }
+        let rows: Vec<Vec<String>> = r
+            .members
+            .iter()
+            .map(|m| {
+                let member = m.member.clone().unwrap_or_default();
+                let s = m.status.clone().unwrap_or_default();
+                let known = m.status.is_some();
+                let role = if m.voter { "voter" } else { "learner" };
+                vec![
+                    member.id.to_string(),
+                    member.region,
+                    role.to_string(),
+                    if Some(member.id) == r.leader_id { "*".into() } else { String::new() },
+                    if known { s.term.to_string() } else { "-".into() },
+                    opt(s.last_log_index),
+                    opt(s.committed_index),
+                    opt(s.applied_index),
+                    opt(m.lag),
+                    if m.reachable { "yes".into() } else { format!("no: {}", m.error) },
+                ]
+            })
+            .collect();
+        print_table(
+            &["ID", "REGION", "ROLE", "LEADER", "TERM", "LAST_LOG", "COMMITTED", "APPLIED", "LAG", "REACHABLE"],
+            &rows,
+        );
+        if r.leader_id.is_none() {
+            println!("no leader with a quorum");
+        }
+        for w in &r.warnings {
+            println!("warning: {w}");
+        }
+    }
+
+    pub fn node_status(&self, s: &pb::NodeStatusReply) {
+        if self.json {
+            return self.print_json(node_json(s));
+        }
+        let rows = vec![
+            vec!["id".into(), s.id.to_string()],
+            vec!["region".into(), s.region.clone()],
+            vec!["role".into(), s.role.clone()],
+            vec!["term".into(), s.term.to_string()],
+            vec!["leader".into(), opt(s.leader_id)],
+            vec!["last log index".into(), opt(s.last_log_index)],
+            vec!["committed index".into(), opt(s.committed_index)],
+            vec!["applied index".into(), opt(s.applied_index)],
+            vec!["snapshot index".into(), opt(s.snapshot_index)],
+            vec!["ms since quorum ack".into(), opt(s.millis_since_quorum_ack)],
+            vec!["leader view age ms".into(), opt(s.leader_view_age_ms)],
+            vec!["state revision".into(), s.state_revision.to_string()],
+        ];
+        print_table(&["FIELD", "VALUE"], &rows);
+    }
+
+    pub fn membership(&self, m: &pb::MembershipReply) {
+        if self.json {
+            return self.print_json(json!({"log_index": m.log_index, "voters": m.voters, "learners": m.learners}));
+        }
+        let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        println!(
+            "membership at log index {}: voters [{}], learners [{}]",
+            m.log_index,
+            ids(&m.voters),
+            ids(&m.learners)
+        );
+    }
+
+    pub fn write(&self, w: &pb::WriteReply) {
+        if self.json {
+            return self.print_json(json!({"revision": w.revision, "log_index": w.log_index}));
+        }
+        println!("ok: revision {} (log index {})", w.revision, w.log_index);
+    }
+
+    pub fn settings(&self, settings: &[pb::Setting], next_after: &str) {
+        if self.json {
+            let items: Vec<Value> = settings
+                .iter()
+                .map(|s| json!({"key": s.key, "value": s.value, "revision": s.revision, "updated_ms": s.updated_ms}))
+                .collect();
+            return self.print_json(json!({"settings": items, "next_after": next_after}));
+        }
+        let rows: Vec<Vec<String>> =
+            settings.iter().map(|s| vec![s.key.clone(), s.revision.to_string(), s.value.clone()]).collect();
+        print_table(&["KEY", "REVISION", "VALUE"], &rows);
+        if !next_after.is_empty() {
+            println!("more: --after {next_after}");
+        }
+    }
+}
