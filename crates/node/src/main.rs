@@ -21,7 +21,7 @@ enum Cmd {
         #[arg(long, short, env = "RAFTGATE_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        overrides: ConfigOverrides,
+        overrides: Box<ConfigOverrides>,
     },
     /// Run a local cluster in this process on 127.0.0.1, for trying Raftgate out.
     /// Node i listens on raft BASE+i, admin BASE+100+i, http BASE+200+i.

@@ -40,6 +40,7 @@ fn serve(config_text: &str, dir: &Path) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("raftgate did not exit on a bad start");
 }
 

@@ -16,6 +16,8 @@ impl StoreBuilder<TypeConfig, LogStore<SledKv>, StateMachineStore<SledKv>, TempD
 }
 
 #[test]
-fn sled_store_passes_the_openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(SledBuilder)
+fn sled_store_passes_the_openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }
