@@ -35,6 +35,7 @@ pub(crate) fn node_status_reply(s: NodeStatus) -> pb::NodeStatusReply {
         snapshot_index: s.snapshot_index,
         millis_since_quorum_ack: s.millis_since_quorum_ack,
         leader_view_age_ms: s.leader_view_age_ms,
+        last_leader_contact_ms: s.last_leader_contact_ms,
         replication: s
             .replication
             .iter()

@@ -21,7 +21,9 @@ pub struct RaftTimeouts {
     pub write_timeout_ms: u64,
     /// Limit on confirming leadership for a linearizable read.
     pub read_timeout_ms: u64,
-    /// Build a snapshot (and purge the log before it) after this many entries.
+    /// Build a snapshot after this many entries; the log before the snapshot
+    /// is purged except the last min(this, 1000) entries, kept for followers
+    /// that are a little behind (one further behind receives the snapshot).
     pub snapshot_every_entries: u64,
 }
 
@@ -99,7 +101,7 @@ impl RaftTimeouts {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             // Keep snapshot chunks (sent as raw bytes) well under tonic's 4 MiB message limit.
             snapshot_max_chunk_size: 1 << 20,
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: self.snapshot_every_entries.min(1_000),
             max_payload_entries: 300,
             ..Default::default()
         }

@@ -80,6 +80,8 @@ pub struct NodeStatus {
     /// Leader only.
     pub millis_since_quorum_ack: Option<u64>,
     pub leader_view_age_ms: Option<u64>,
+    /// Followers and learners: time since a leader's message was last accepted.
+    pub last_leader_contact_ms: Option<u64>,
     /// Leader only: (follower, last index it holds).
     pub replication: Vec<(NodeId, Option<u64>)>,
     pub state_revision: u64,
@@ -251,6 +253,7 @@ impl ClusterNode {
             snapshot_index: m.snapshot.map(|l| l.index),
             millis_since_quorum_ack,
             leader_view_age_ms: self.view.view_age_ms(),
+            last_leader_contact_ms: self.view.last_contact_age_ms(),
             replication,
             state_revision: self.sm.read(|a| a.state.revision()),
             membership: self.membership(),

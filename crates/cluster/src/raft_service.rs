@@ -72,6 +72,7 @@ impl RaftRpc for RaftService {
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let msg = request.into_inner();
+        let done = msg.done;
         let req = InstallSnapshotRequest::<TypeConfig> {
             vote: decode(&msg.vote, "snapshot vote")?,
             meta: decode(&msg.meta, "snapshot meta")?,
@@ -79,6 +80,11 @@ impl RaftRpc for RaftService {
             data: msg.data,
             done: msg.done,
         };
-        reply(&self.raft.install_snapshot(req).await)
+        let snapshot_id = req.meta.snapshot_id.clone();
+        let result = self.raft.install_snapshot(req).await;
+        if done && result.is_ok() {
+            tracing::info!(%snapshot_id, "snapshot received from the leader");
+        }
+        reply(&result)
     }
 }

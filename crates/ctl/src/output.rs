@@ -38,6 +38,7 @@ fn node_json(s: &pb::NodeStatusReply) -> Value {
         "snapshot_index": s.snapshot_index,
         "millis_since_quorum_ack": s.millis_since_quorum_ack,
         "leader_view_age_ms": s.leader_view_age_ms,
+        "last_leader_contact_ms": s.last_leader_contact_ms,
         "state_revision": s.state_revision,
         "replication": s.replication.iter().map(|r| json!({"node_id": r.node_id, "matched_index": r.matched_index})).collect::<Vec<_>>(),
         "voters": s.voters.iter().map(|m| m.id).collect::<Vec<_>>(),
@@ -133,6 +134,7 @@ impl Output {
             vec!["snapshot index".into(), opt(s.snapshot_index)],
             vec!["ms since quorum ack".into(), opt(s.millis_since_quorum_ack)],
             vec!["leader view age ms".into(), opt(s.leader_view_age_ms)],
+            vec!["ms since leader contact".into(), opt(s.last_leader_contact_ms)],
             vec!["state revision".into(), s.state_revision.to_string()],
         ];
         print_table(&["FIELD", "VALUE"], &rows);

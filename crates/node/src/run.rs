@@ -16,6 +16,8 @@ use crate::config::NodeConfig;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most concurrent gRPC streams per connection on each listener.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Upper bound on any one gRPC call a node serves (writes and reads have tighter ones).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -45,6 +47,7 @@ fn server_builder() -> tonic::transport::Server {
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(2)))
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true)
 }
 
