@@ -55,6 +55,16 @@ pub struct Membership {
 }
 
 impl Membership {
+    fn from_config(config: &openraft::Membership<NodeId, NodeInfo>, log_index: Option<u64>) -> Self {
+        let voter_ids: BTreeSet<NodeId> = config.voter_ids().collect();
+        let mut out = Membership { log_index, ..Default::default() };
+        for (id, node) in config.nodes() {
+            let target = if voter_ids.contains(id) { &mut out.voters } else { &mut out.learners };
+            target.insert(*id, node.clone());
+        }
+        out
+    }
+
     pub fn get(&self, id: NodeId) -> Option<&NodeInfo> {
         self.voters.get(&id).or_else(|| self.learners.get(&id))
     }
@@ -205,14 +215,7 @@ impl ClusterNode {
 
     pub fn membership(&self) -> Membership {
         let m = self.metrics();
-        let config = m.membership_config.membership();
-        let voter_ids: BTreeSet<NodeId> = config.voter_ids().collect();
-        let mut out = Membership { log_index: m.membership_config.log_id().map(|l| l.index), ..Default::default() };
-        for (id, node) in config.nodes() {
-            let target = if voter_ids.contains(id) { &mut out.voters } else { &mut out.learners };
-            target.insert(*id, node.clone());
-        }
-        out
+        Membership::from_config(m.membership_config.membership(), m.membership_config.log_id().map(|l| l.index))
     }
 
     /// The leader this node knows of, with its address if known.
@@ -306,10 +309,10 @@ impl ClusterNode {
         {
             return Err(ClusterError::Conflict(format!("node {other} already uses that raft or admin address")));
         }
-        bounded(self.timeouts.write_timeout(), "add learner", self.raft.add_learner(id, info, false))
+        let resp = bounded(self.timeouts.write_timeout(), "add learner", self.raft.add_learner(id, info, false))
             .await?
             .map_err(write_error)?;
-        Ok(self.membership())
+        Ok(Self::committed_membership(resp))
     }
 
     /// Leader only: makes learner `id` a voter.
@@ -343,10 +346,19 @@ impl ClusterNode {
     }
 
     async fn change_membership(&self, change: ChangeMembers<NodeId, NodeInfo>) -> Result<Membership, ClusterError> {
-        bounded(self.timeouts.write_timeout(), "membership change", self.raft.change_membership(change, false))
-            .await?
-            .map_err(write_error)?;
-        Ok(self.membership())
+        let resp =
+            bounded(self.timeouts.write_timeout(), "membership change", self.raft.change_membership(change, false))
+                .await?
+                .map_err(write_error)?;
+        Ok(Self::committed_membership(resp))
+    }
+
+    /// The membership a committed change produced (metrics may not show it yet).
+    fn committed_membership(resp: openraft::raft::ClientWriteResponse<raftgate_store::TypeConfig>) -> Membership {
+        match &resp.membership {
+            Some(m) => Membership::from_config(m, Some(resp.log_id.index)),
+            None => Membership { log_index: Some(resp.log_id.index), ..Default::default() },
+        }
     }
 
     /// Stops Raft, flushes storage and writes the seal.
