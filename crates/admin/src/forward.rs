@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use raftgate_cluster::ClusterError;
+use raftgate_cluster::{ClusterError, Dialer};
 use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -25,11 +25,12 @@ pub(crate) fn is_forwarded<T>(req: &Request<T>) -> bool {
 pub(crate) struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
     timeout: Duration,
+    dialer: Dialer,
 }
 
 impl Forwarder {
-    pub(crate) fn new(timeout: Duration) -> Self {
-        Self { channels: Mutex::new(HashMap::new()), timeout }
+    pub(crate) fn new(timeout: Duration, dialer: Dialer) -> Self {
+        Self { channels: Mutex::new(HashMap::new()), timeout, dialer }
     }
 
     /// A client for the admin listener at `addr`.
@@ -38,7 +39,9 @@ impl Forwarder {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = raftgate_cluster::channel_to(addr)
+                let c = self
+                    .dialer
+                    .dial(addr)
                     .map_err(|_| Status::unavailable(format!("invalid admin address {addr:?} in membership")))?;
                 if channels.len() >= MAX_CACHED_CHANNELS {
                     channels.clear();

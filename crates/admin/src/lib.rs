@@ -37,7 +37,8 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(node: Arc<ClusterNode>) -> Self {
         let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
-        Self { node, forwarder: Forwarder::new(forward_timeout), status_timeout: Duration::from_millis(1_000) }
+        let forwarder = Forwarder::new(forward_timeout, node.env().dialer.clone());
+        Self { node, forwarder, status_timeout: Duration::from_millis(1_000) }
     }
 
     pub fn into_server(self) -> AdminServer<Self> {

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 mod config;
+mod env;
 mod error;
 mod network;
 mod node;
@@ -19,6 +20,7 @@ mod raft_service;
 mod view;
 
 pub use config::{RaftTimeouts, TimeoutError};
+pub use env::{Dialer, NodeEnv, WallClock};
 pub use error::ClusterError;
 pub use network::{channel_to, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::env::Dialer;
 use crate::view::LeaderView;
 
 /// Largest gRPC message a node accepts or sends on the Raft transport.
@@ -45,11 +46,12 @@ pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// Makes one [`PeerClient`] per replication target.
 pub struct NetworkFactory {
     view: Arc<LeaderView>,
+    dialer: Dialer,
 }
 
 impl NetworkFactory {
-    pub fn new(view: Arc<LeaderView>) -> Self {
-        Self { view }
+    pub fn new(view: Arc<LeaderView>, dialer: Dialer) -> Self {
+        Self { view, dialer }
     }
 }
 
@@ -57,7 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let client = channel_to(&node.raft_addr).map(|c| {
+        let client = self.dialer.dial(&node.raft_addr).map(|c| {
             RaftClient::new(c)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -65,7 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if let Err(e) = &client {
             tracing::warn!(target_node = target, addr = %node.raft_addr, error = %e, "invalid raft address");
         }
-        PeerClient { target, client: client.map_err(|e| e.to_string()), view: self.view.clone() }
+        PeerClient { target, client, view: self.view.clone() }
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
@@ -12,6 +12,7 @@ use raftgate_model::{Command, Effect, NodeId, NodeInfo, Proposal};
 use raftgate_store::{Applied, LogStore, OpenError, Outcome, SledKv, StateMachineStore};
 
 use crate::config::RaftTimeouts;
+use crate::env::NodeEnv;
 use crate::error::ClusterError;
 use crate::network::NetworkFactory;
 use crate::raft_service::RaftService;
@@ -114,6 +115,7 @@ pub struct ClusterNode {
     sm: StateMachineStore<SledKv>,
     view: Arc<LeaderView>,
     timeouts: RaftTimeouts,
+    env: NodeEnv,
     sealer: tokio::task::JoinHandle<()>,
 }
 
@@ -125,10 +127,6 @@ pub enum StartError {
     Config(String),
     #[error("raft did not start: {0}")]
     Raft(String),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn forward(f: ForwardToLeader<NodeId, NodeInfo>) -> ClusterError {
@@ -160,19 +158,20 @@ impl ClusterNode {
         data_dir: &Path,
         cluster_name: &str,
         timeouts: RaftTimeouts,
+        env: NodeEnv,
     ) -> Result<Arc<Self>, StartError> {
         timeouts.validate().map_err(|e| StartError::Config(e.to_string()))?;
         let config =
             timeouts.openraft_config(cluster_name).validate().map_err(|e| StartError::Config(e.to_string()))?;
-        let (log, sm) = raftgate_store::open(data_dir, STORE_CACHE_BYTES).await?;
+        let (log, sm) = raftgate_store::open(data_dir, STORE_CACHE_BYTES, env.flush).await?;
         let view = Arc::new(LeaderView::default());
-        let network = NetworkFactory::new(view.clone());
+        let network = NetworkFactory::new(view.clone(), env.dialer.clone());
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         spawn_quorum_ack_recorder(raft.metrics(), view.clone());
         let sealer = spawn_sealer(log.clone());
-        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, sealer }))
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, env, sealer }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -185,6 +184,10 @@ impl ClusterNode {
 
     pub fn timeouts(&self) -> &RaftTimeouts {
         &self.timeouts
+    }
+
+    pub fn env(&self) -> &NodeEnv {
+        &self.env
     }
 
     pub fn view(&self) -> &Arc<LeaderView> {
@@ -268,7 +271,7 @@ impl ClusterNode {
     /// is not committed within the write timeout.
     pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
         let kind = command.kind();
-        let proposal = Proposal { leader_time_ms: now_ms(), command };
+        let proposal = Proposal { leader_time_ms: self.env.clock.now_ms(), command };
         let resp = bounded(self.timeouts.write_timeout(), kind, self.raft.client_write(proposal))
             .await?
             .map_err(write_error)?;

@@ -10,7 +10,7 @@
 //! since quorum ack.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Instants are stored as milliseconds after `origin` plus one; 0 means never.
 const NEVER: u64 = 0;
@@ -95,35 +95,35 @@ impl LeaderView {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_new_view_has_no_age() {
+    #[tokio::test]
+    async fn a_new_view_has_no_age() {
         let v = LeaderView::default();
         assert_eq!(v.view_age_ms(), None);
         assert_eq!(v.quorum_ack_age_ms(), None);
     }
 
-    #[test]
-    fn the_view_is_dated_by_the_leaders_quorum_age_not_by_arrival() {
+    #[tokio::test(start_paused = true)]
+    async fn the_view_is_dated_by_the_leaders_quorum_age_not_by_arrival() {
         let v = LeaderView::default();
-        std::thread::sleep(std::time::Duration::from_millis(30));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         v.record_append(Some(20));
         let age = v.view_age_ms().unwrap();
         assert!(age >= 20, "age {age} must include the leader's quorum age");
         assert!(v.last_contact_age_ms().unwrap() < age);
     }
 
-    #[test]
-    fn an_older_view_never_replaces_a_newer_one() {
+    #[tokio::test(start_paused = true)]
+    async fn an_older_view_never_replaces_a_newer_one() {
         let v = LeaderView::default();
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         v.record_append(Some(0));
         // A deposed leader's heartbeat with a stale quorum age arrives later.
         v.record_append(Some(40));
         assert!(v.view_age_ms().unwrap() < 40);
     }
 
-    #[test]
-    fn losing_leadership_clears_the_quorum_ack() {
+    #[tokio::test]
+    async fn losing_leadership_clears_the_quorum_ack() {
         let v = LeaderView::default();
         v.record_leader_metrics(Some(5));
         assert!(v.quorum_ack_age_ms().is_some());

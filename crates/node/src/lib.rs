@@ -11,4 +11,4 @@ pub mod logging;
 pub mod run;
 
 pub use config::{ConfigError, NodeConfig};
-pub use run::{run_node, NodeError};
+pub use run::{run_node, serve_node, start_node, NodeError};

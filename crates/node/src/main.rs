@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             if let Err(e) = logging::init(config.log.format, &config.log.level) {
                 return fail(e, 2);
             }
-            match runtime.block_on(run_node(config, shutdown_signal())) {
+            match runtime.block_on(async { run_node(config, shutdown_signal()).await }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.to_string(), 1),
             }
@@ -73,25 +73,35 @@ fn fail(message: String, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// while the node is still starting is not lost to the default action.
+/// Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot listen for signals; only Ctrl-C stops the node");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn dev_configs(nodes: u64, data_dir: &std::path::Path, base_port: u16) -> Vec<NodeConfig> {
@@ -128,6 +138,7 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
             return fail(e.to_string(), 2);
         }
     }
+    let signal = shutdown_signal();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let endpoints: Vec<String> = configs.iter().map(|c| c.listen.admin.clone()).collect();
     let mut tasks = tokio::task::JoinSet::new();
@@ -150,7 +161,7 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
     );
     let mut code = ExitCode::SUCCESS;
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = signal => {}
         Some(Ok((id, Err(e)))) = tasks.join_next() => {
             eprintln!("raftgate: node {id}: {e}");
             code = ExitCode::from(1);

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_admin::AdminService;
-use raftgate_cluster::{ClusterError, ClusterNode, StartError};
+use raftgate_cluster::{ClusterError, ClusterNode, NodeEnv, StartError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 
 use crate::config::NodeConfig;
 
@@ -51,36 +54,68 @@ fn server_builder() -> tonic::transport::Server {
         .tcp_nodelay(true)
 }
 
-/// Runs a node until `shutdown` completes, then stops it in order: stop
-/// accepting admin requests and finish those in flight, stop Raft, flush storage.
+/// Runs a node on TCP until `shutdown` completes, then stops it in order:
+/// stop accepting admin requests and finish those in flight, stop Raft,
+/// flush storage.
 pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let id = config.node.id;
-    let info = config.node_info();
     // Bind first: a busy port is reported before anything is written to disk.
     let raft_listener = bind("listen.raft", &config.listen.raft).await?;
     let admin_listener = bind("listen.admin", &config.listen.admin).await?;
-    let data_dir = &config.node.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
-
-    let node = ClusterNode::start(id, info.clone(), data_dir, &config.node.cluster_name, config.raft.clone()).await?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let raft_server = server_builder()
-        .add_service(node.raft_service().into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone()));
-    let admin_server = server_builder()
-        .add_service(AdminService::new(node.clone()).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped(stop_rx.clone()));
-    let mut raft_task = tokio::spawn(raft_server);
-    let mut admin_task = tokio::spawn(admin_server);
-
     if !is_loopback(&config.listen.admin) {
         tracing::warn!(addr = %config.listen.admin, "the admin API is plaintext and unauthenticated; bind it to loopback or a private network");
     } else {
         tracing::info!(addr = %config.listen.admin, "admin API is plaintext on loopback (local use only)");
     }
-    tracing::info!(node = id, region = %info.region, raft = %config.listen.raft, admin = %config.listen.admin, "node started");
+    let node = start_node(&config, NodeEnv::default()).await?;
+    serve_node(node, &config, TcpListenerStream::new(raft_listener), TcpListenerStream::new(admin_listener), shutdown)
+        .await
+}
+
+/// Creates the data dir and starts consensus; the node serves nothing yet.
+pub async fn start_node(config: &NodeConfig, env: NodeEnv) -> Result<Arc<ClusterNode>, NodeError> {
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
+    let node = ClusterNode::start(
+        config.node.id,
+        config.node_info(),
+        data_dir,
+        &config.node.cluster_name,
+        config.raft.clone(),
+        env,
+    )
+    .await?;
+    Ok(node)
+}
+
+/// Serves the Raft and admin APIs of a started node on the given incoming
+/// connections, bootstraps if configured, and stops in order when `shutdown`
+/// completes or a listener fails.
+pub async fn serve_node<RI, AI, IO, IE>(
+    node: Arc<ClusterNode>,
+    config: &NodeConfig,
+    raft_incoming: RI,
+    admin_incoming: AI,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError>
+where
+    RI: Stream<Item = Result<IO, IE>> + Send + 'static,
+    AI: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let id = config.node.id;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let raft_server = server_builder()
+        .add_service(node.raft_service().into_server())
+        .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
+    let admin_server = server_builder()
+        .add_service(AdminService::new(node.clone()).into_server())
+        .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));
+    let mut raft_task = tokio::spawn(raft_server);
+    let mut admin_task = tokio::spawn(admin_server);
+    tracing::info!(node = id, region = %config.node.region, raft = %config.listen.raft, admin = %config.listen.admin, "node started");
 
     if !config.bootstrap.members.is_empty() {
         let members = config.bootstrap_members();

@@ -49,10 +49,21 @@ pub trait KvStore: Clone + Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), KvError>> + Send;
 }
 
+/// How a flush waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushMode {
+    /// sled's `flush_async`: the task yields while the disk syncs.
+    Async,
+    /// sled's blocking `flush` on the calling thread. Same durability; used by
+    /// the simulation, where work on other threads would break determinism.
+    Blocking,
+}
+
 /// [`KvStore`] on sled: one tree per [`Space`].
 #[derive(Clone)]
 pub struct SledKv {
     db: sled::Db,
+    flush: FlushMode,
     log: sled::Tree,
     meta: sled::Tree,
     snapshot: sled::Tree,
@@ -68,13 +79,14 @@ fn io(e: sled::Error) -> KvError {
 
 impl SledKv {
     /// Opens or creates the store in `dir` with a page cache of at most `cache_capacity_bytes`.
-    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self, KvError> {
+    pub fn open(dir: &Path, cache_capacity_bytes: u64, flush: FlushMode) -> Result<Self, KvError> {
         let db = sled::Config::new().path(dir).cache_capacity(cache_capacity_bytes).open().map_err(io)?;
         Ok(Self {
             log: db.open_tree("raft_log").map_err(io)?,
             meta: db.open_tree("raft_meta").map_err(io)?,
             snapshot: db.open_tree("snapshot").map_err(io)?,
             db,
+            flush,
         })
     }
 
@@ -120,7 +132,10 @@ impl KvStore for SledKv {
     }
 
     async fn flush(&self) -> Result<(), KvError> {
-        self.db.flush_async().await.map_err(io)?;
+        match self.flush {
+            FlushMode::Async => self.db.flush_async().await.map_err(io)?,
+            FlushMode::Blocking => self.db.flush().map_err(io)?,
+        };
         Ok(())
     }
 }

@@ -16,12 +16,14 @@
 
 mod kv;
 mod log_store;
+mod runtime;
 mod seal;
 mod state_machine;
 mod types;
 
-pub use kv::{KvError, KvStore, SledKv, Space, Write};
+pub use kv::{FlushMode, KvError, KvStore, SledKv, Space, Write};
 pub use log_store::LogStore;
+pub use runtime::{seed_thread_rng, SeededTokio};
 pub use state_machine::{Applied, SnapshotLoadError, StateMachineStore};
 pub use types::{Outcome, TypeConfig};
 
@@ -42,6 +44,7 @@ pub enum OpenError {
 pub async fn open(
     dir: &Path,
     cache_capacity_bytes: u64,
+    flush: FlushMode,
 ) -> Result<(LogStore<SledKv>, StateMachineStore<SledKv>), OpenError> {
     let path = dir.display().to_string();
     let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
@@ -49,7 +52,7 @@ pub async fn open(
     if seal.is_some() && !dir.join("raft").is_dir() {
         return Err(corrupt("its seal is present but the store (raft/) is missing".into()));
     }
-    let kv = SledKv::open(&dir.join("raft"), cache_capacity_bytes)
+    let kv = SledKv::open(&dir.join("raft"), cache_capacity_bytes, flush)
         .map_err(|source| OpenError::Kv { path: path.clone(), source })?;
     let mut log = LogStore::new(kv.clone(), dir.to_path_buf());
     let (vote, last_log) = log.check().await.map_err(|e| corrupt(e.to_string()))?;

@@ -63,11 +63,8 @@ impl<K: KvStore> LogStore<K> {
         let committed_index = self.committed_index();
         self.kv.flush().await.map_err(|e| e.to_string())?;
         let seal = crate::seal::Seal { vote_term: vote.map_or(0, |v| v.leader_id().term), committed_index };
-        let dir = self.seal_dir.clone();
-        tokio::task::spawn_blocking(move || crate::seal::write(&dir, &seal))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("writing the seal: {e}"))
+        // A few bytes and one fsync every few seconds: written inline.
+        crate::seal::write(&self.seal_dir, &seal).map_err(|e| format!("writing the seal: {e}"))
     }
 
     /// The last committed log index this node knows of.

@@ -12,6 +12,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = u64,
         Node = NodeInfo,
+        AsyncRuntime = crate::runtime::SeededTokio,
 );
 
 /// What applying one log entry produced.

@@ -10,7 +10,8 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore<SledKv>, StateMachineStore<SledKv>, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore<SledKv>, StateMachineStore<SledKv>), StorageError<u64>> {
         let dir = TempDir::new().expect("temp dir");
-        let (log, sm) = raftgate_store::open(dir.path(), 8 << 20).await.expect("open store");
+        let (log, sm) =
+            raftgate_store::open(dir.path(), 8 << 20, raftgate_store::FlushMode::Async).await.expect("open store");
         Ok((dir, log, sm))
     }
 }

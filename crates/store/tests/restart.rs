@@ -4,7 +4,7 @@
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
 use raftgate_model::{Command, Proposal, SettingKey, SettingValue};
-use raftgate_store::{open, Outcome, TypeConfig};
+use raftgate_store::{open, FlushMode, Outcome, TypeConfig};
 
 fn log_id(index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(3, 1), index)
@@ -25,7 +25,7 @@ const CACHE: u64 = 8 << 20;
 async fn vote_log_and_snapshot_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state_bytes = {
-        let (mut log, mut sm) = open(dir.path(), CACHE).await.unwrap();
+        let (mut log, mut sm) = open(dir.path(), CACHE, FlushMode::Async).await.unwrap();
         log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
         log.blocking_append((1..=5).map(put_entry)).await.unwrap();
         let outcomes = sm.apply((1..=5).map(put_entry)).await.unwrap();
@@ -36,7 +36,7 @@ async fn vote_log_and_snapshot_survive_a_restart() {
         log.seal().await.unwrap();
         sm.read(|a| a.state.to_bytes())
     };
-    let (mut log, mut sm) = open(dir.path(), CACHE).await.unwrap();
+    let (mut log, mut sm) = open(dir.path(), CACHE, FlushMode::Async).await.unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(5)));
     assert_eq!(log.try_get_log_entries(1..6).await.unwrap().len(), 5);
@@ -49,7 +49,7 @@ async fn vote_log_and_snapshot_survive_a_restart() {
 async fn a_store_holding_less_than_its_seal_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut log, _sm) = open(dir.path(), CACHE).await.unwrap();
+        let (mut log, _sm) = open(dir.path(), CACHE, FlushMode::Async).await.unwrap();
         log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
         log.blocking_append((1..=5).map(put_entry)).await.unwrap();
         log.save_committed(Some(log_id(5))).await.unwrap();
@@ -57,11 +57,11 @@ async fn a_store_holding_less_than_its_seal_refuses_to_open() {
     }
     // A damaged store that sled would silently reopen as empty.
     std::fs::remove_dir_all(dir.path().join("raft")).unwrap();
-    let err = open(dir.path(), CACHE).await.err().expect("must refuse").to_string();
+    let err = open(dir.path(), CACHE, FlushMode::Async).await.err().expect("must refuse").to_string();
     assert!(err.contains("is damaged") && err.contains("store (raft/) is missing"), "{err}");
     assert!(!dir.path().join("raft").exists(), "a refused open creates nothing");
     // Nothing was written: the seal is intact and the check repeats.
-    let err2 = open(dir.path(), CACHE).await.err().expect("must still refuse").to_string();
+    let err2 = open(dir.path(), CACHE, FlushMode::Async).await.err().expect("must still refuse").to_string();
     assert_eq!(err, err2);
 }
 
@@ -69,14 +69,14 @@ async fn a_store_holding_less_than_its_seal_refuses_to_open() {
 async fn an_emptied_store_is_caught_by_the_seal() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut log, _sm) = open(dir.path(), CACHE).await.unwrap();
+        let (mut log, _sm) = open(dir.path(), CACHE, FlushMode::Async).await.unwrap();
         log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
         log.seal().await.unwrap();
     }
     // sled reopens a wiped store as empty: only the seal tells.
     std::fs::remove_dir_all(dir.path().join("raft")).unwrap();
     std::fs::create_dir(dir.path().join("raft")).unwrap();
-    let err = open(dir.path(), CACHE).await.err().expect("must refuse").to_string();
+    let err = open(dir.path(), CACHE, FlushMode::Async).await.err().expect("must refuse").to_string();
     assert!(err.contains("voted in term 3"), "{err}");
 }
 
@@ -84,6 +84,6 @@ async fn an_emptied_store_is_caught_by_the_seal() {
 async fn an_undecodable_seal_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("seal.json"), b"{not json").unwrap();
-    let err = open(dir.path(), CACHE).await.err().expect("must refuse").to_string();
+    let err = open(dir.path(), CACHE, FlushMode::Async).await.err().expect("must refuse").to_string();
     assert!(err.contains("seal.json does not decode"), "{err}");
 }
