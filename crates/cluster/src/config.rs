@@ -103,6 +103,8 @@ impl RaftTimeouts {
             snapshot_max_chunk_size: 1 << 20,
             max_in_snapshot_log_to_keep: self.snapshot_every_entries.min(1_000),
             max_payload_entries: 300,
+            // Elections are started by the node's own timer (see spawn_election_timer).
+            enable_elect: false,
             ..Default::default()
         }
     }

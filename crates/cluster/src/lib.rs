@@ -22,7 +22,7 @@ mod view;
 pub use config::{RaftTimeouts, TimeoutError};
 pub use env::{Dialer, NodeEnv, WallClock};
 pub use error::ClusterError;
-pub use network::{channel_to, NetworkFactory};
+pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;
 pub use raftgate_store::Applied;

@@ -31,16 +31,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A lazily connected channel to `addr` (`host:port`, plaintext HTTP/2) with
-/// keepalive. Connection errors surface on the first call, not here.
-pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+/// The endpoint for `addr` (`host:port`, plaintext HTTP/2): connect timeout
+/// and keepalive, which is what notices a dead peer behind a live connection.
+pub fn endpoint_for(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
+        .tcp_nodelay(true))
+}
+
+/// A lazily connected TCP channel to `addr`. Connection errors surface on the
+/// first call, not here.
+pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint_for(addr)?.connect_lazy())
 }
 
 /// Makes one [`PeerClient`] per replication target.
@@ -149,6 +154,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let msg = pb::VoteRequest { rpc: encode(&rpc) };
         let reply = self.client()?.vote(with_deadline(msg, &option)).await;
-        self.decode(reply)
+        let resp: VoteResponse<NodeId> = self.decode(reply)?;
+        if !resp.vote_granted && resp.last_log_id > rpc.last_log_id {
+            // The election timer backs off: a more up-to-date node should win.
+            self.view.record_greater_log();
+        }
+        Ok(resp)
     }
 }

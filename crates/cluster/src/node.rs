@@ -117,6 +117,7 @@ pub struct ClusterNode {
     timeouts: RaftTimeouts,
     env: NodeEnv,
     sealer: tokio::task::JoinHandle<()>,
+    elections: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +172,8 @@ impl ClusterNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         spawn_quorum_ack_recorder(raft.metrics(), view.clone());
         let sealer = spawn_sealer(log.clone());
-        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, env, sealer }))
+        let elections = spawn_election_timer(raft.clone(), view.clone(), &timeouts);
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, env, sealer, elections }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -367,6 +369,7 @@ impl ClusterNode {
     /// Stops Raft, flushes storage and writes the seal.
     pub async fn shutdown(&self) {
         self.sealer.abort();
+        self.elections.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -387,6 +390,69 @@ async fn bounded<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -
 }
 
 /// Rewrites the store's seal every `SEAL_INTERVAL`.
+/// Starts this node's elections. openraft 0.9 draws a node's election
+/// timeout once, when the node starts, and checks it on a tick of 1.5
+/// heartbeat intervals: two nodes whose timeouts round to the same tick
+/// campaign in lockstep and split the vote in every round for as long as
+/// their ticks stay aligned (the simulation found this: after a leader crash
+/// the other two stayed candidates forever). So openraft's own election timer
+/// is off (`enable_elect: false`) and this task runs the Raft paper's: a voter
+/// that has heard from no leader and seen its vote unchanged for a timeout
+/// drawn afresh each round from [election_timeout_min, election_timeout_max)
+/// starts an election; after having had a leader it first waits out the
+/// leader's lease (election_timeout_max), and after a voter refused it for
+/// having an older log it waits 2 x election_timeout_max more, as openraft's
+/// own timer would. Vote handling is openraft's, unchanged.
+fn spawn_election_timer(raft: Raft, view: Arc<LeaderView>, timeouts: &RaftTimeouts) -> tokio::task::JoinHandle<()> {
+    use openraft::AsyncRuntime;
+    use rand::Rng;
+    use tokio::time::Instant;
+    let (min, max) = (timeouts.election_timeout_min_ms, timeouts.election_timeout_max_ms);
+    let draw = move || Duration::from_millis(raftgate_store::SeededTokio::thread_rng().gen_range(min..max));
+    let lease = Duration::from_millis(max);
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let mut quiet_since = Instant::now();
+        let mut timeout = draw();
+        let mut last_vote = None;
+        loop {
+            let (state, vote) = {
+                let m = metrics.borrow_and_update();
+                (m.state, m.vote)
+            };
+            if state == ServerState::Shutdown {
+                return;
+            }
+            let now = Instant::now();
+            if state == ServerState::Leader || last_vote != Some(vote) {
+                last_vote = Some(vote);
+                quiet_since = now;
+            }
+            if let Some(age) = view.last_contact_age_ms() {
+                quiet_since = quiet_since.max(now - Duration::from_millis(age));
+            }
+            let mut wait = if vote.is_committed() { lease + timeout } else { timeout };
+            if view.greater_log_seen(false) {
+                wait += 2 * lease;
+            }
+            let deadline = quiet_since + wait;
+            if now >= deadline && state != ServerState::Leader {
+                view.greater_log_seen(true);
+                if raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                quiet_since = now;
+                timeout = draw();
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+        }
+    })
+}
+
 fn spawn_sealer(mut log: LogStore<SledKv>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SEAL_INTERVAL);

@@ -9,7 +9,7 @@
 //! current at a leader with a quorum. A leader's own view age is its time
 //! since quorum ack.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// Instants are stored as milliseconds after `origin` plus one; 0 means never.
@@ -26,6 +26,8 @@ pub struct LeaderView {
     contact_at_ms: AtomicU64,
     /// For a leader: milliseconds after `origin` of its last quorum ack.
     quorum_ack_at_ms: AtomicU64,
+    /// A vote was refused because the voter's log is newer than ours.
+    greater_log: AtomicBool,
 }
 
 impl Default for LeaderView {
@@ -35,6 +37,7 @@ impl Default for LeaderView {
             view_at_ms: AtomicU64::new(NEVER),
             contact_at_ms: AtomicU64::new(NEVER),
             quorum_ack_at_ms: AtomicU64::new(NEVER),
+            greater_log: AtomicBool::new(false),
         }
     }
 }
@@ -72,6 +75,20 @@ impl LeaderView {
                 self.view_at_ms.fetch_max(at, Ordering::AcqRel);
             }
             None => self.quorum_ack_at_ms.store(NEVER, Ordering::Release),
+        }
+    }
+
+    /// A voter refused this node's candidacy because its log is newer.
+    pub fn record_greater_log(&self) {
+        self.greater_log.store(true, Ordering::Release);
+    }
+
+    /// Whether a newer log was seen since the last call that cleared it.
+    pub fn greater_log_seen(&self, clear: bool) -> bool {
+        if clear {
+            self.greater_log.swap(false, Ordering::AcqRel)
+        } else {
+            self.greater_log.load(Ordering::Acquire)
         }
     }
 

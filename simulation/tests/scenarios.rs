@@ -1,0 +1,117 @@
+//! Every scenario over a handful of seeds (raise with SIM_SEEDS=N), the
+//! determinism check, and the seeds that once found bugs.
+
+use simulation::harness::Report;
+use simulation::scenarios;
+
+/// Seeds per LAN scenario in the test suite; the long campaigns run through
+/// `cargo run -p simulation --release -- --seeds N`.
+fn seeds(default: u64) -> u64 {
+    std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn run(name: &str, seeds: u64) -> Vec<Report> {
+    let scenario = scenarios::by_name(name).expect("known scenario");
+    (0..seeds).map(|seed| scenario(seed).unwrap_or_else(|failure| panic!("{failure}"))).collect()
+}
+
+/// Checks what every run must show: writes acknowledged and reads served.
+fn check_progress(reports: &[Report]) {
+    for r in reports {
+        assert!(r.acked_writes > 20, "seed {}: only {} writes acknowledged", r.seed, r.acked_writes);
+        assert!(r.reads > 5, "seed {}: only {} linearizable reads", r.seed, r.reads);
+    }
+}
+
+fn check_failovers(reports: &[Report]) {
+    for r in reports {
+        assert!(!r.failovers_ms.is_empty(), "seed {}: the failover was not measured", r.seed);
+    }
+}
+
+#[test]
+fn leader_crash_restart() {
+    let r = run("leader_crash_restart", seeds(6));
+    check_progress(&r);
+    check_failovers(&r);
+}
+
+#[test]
+fn follower_crash() {
+    check_progress(&run("follower_crash", seeds(6)));
+}
+
+#[test]
+fn minority_partition() {
+    check_progress(&run("minority_partition", seeds(6)));
+}
+
+#[test]
+fn majority_partition() {
+    let r = run("majority_partition", seeds(6));
+    check_progress(&r);
+    check_failovers(&r);
+}
+
+#[test]
+fn asymmetric_partition() {
+    let r = run("asymmetric_partition", seeds(6));
+    check_progress(&r);
+    check_failovers(&r);
+}
+
+#[test]
+fn flapping_link() {
+    check_progress(&run("flapping_link", seeds(6)));
+}
+
+#[test]
+fn message_loss_delay() {
+    check_progress(&run("message_loss_delay", seeds(6)));
+}
+
+#[test]
+fn three_regions() {
+    let r = run("three_regions", seeds(2).min(2));
+    check_progress(&r);
+}
+
+#[test]
+fn rolling_restart() {
+    let r = run("rolling_restart", seeds(6));
+    check_progress(&r);
+    check_failovers(&r);
+}
+
+#[test]
+fn membership_during_partition() {
+    check_progress(&run("membership_during_partition", seeds(6)));
+}
+
+#[test]
+fn a_seed_replays_the_same_history_and_another_seed_differs() {
+    let a = scenarios::leader_crash_restart(11).unwrap_or_else(|f| panic!("{f}"));
+    let b = scenarios::leader_crash_restart(11).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(a.events, b.events);
+    assert_eq!(a.history_digest, b.history_digest);
+    assert_eq!((a.acked_writes, a.unknown_writes, a.reads), (b.acked_writes, b.unknown_writes, b.reads));
+    let c = scenarios::leader_crash_restart(12).unwrap_or_else(|f| panic!("{f}"));
+    assert_ne!(a.history_digest, c.history_digest);
+}
+
+/// Found openraft 0.9's fixed per-node election timeout: after the leader
+/// crashed, the other two campaigned in lockstep and split every vote.
+#[test]
+fn regression_lockstep_split_vote() {
+    let r = scenarios::leader_crash_restart(1).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.failovers_ms.len(), 1);
+}
+
+/// Found the first replacement election timer ignoring openraft's back-off
+/// after a vote refused for an older log: a stale candidate kept deposing
+/// the up-to-date one, and no leader was elected.
+#[test]
+fn regression_stale_candidate_duel() {
+    let r = scenarios::majority_partition(1).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.failovers_ms.len(), 1);
+}
