@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         let mut failovers = Vec::new();
         let mut failures = Vec::new();
         let mut sim_ms = 0;
+        let mut inconclusive = 0;
         for &seed in &seeds {
             match run(seed) {
                 Ok(report) => {
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
                         }
                     }
                     sim_ms += report.sim_ms;
+                    inconclusive += report.lin_inconclusive;
                     failovers.extend(report.failovers_ms.iter().map(|(_, ms)| *ms));
                 }
                 Err(f) => {
@@ -82,6 +84,11 @@ fn main() -> ExitCode {
             wall.as_secs_f64(),
             sim_ms as f64 / 1000.0
         );
+        if inconclusive > 0 {
+            println!(
+                "  linearizability search gave up on {inconclusive} register histories (neither proven nor refuted)"
+            );
+        }
         if !failovers.is_empty() {
             failovers.sort_unstable();
             let q = |p: f64| failovers[((failovers.len() - 1) as f64 * p).round() as usize];
