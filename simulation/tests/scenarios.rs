@@ -116,3 +116,19 @@ fn regression_stale_candidate_duel() {
     let r = scenarios::majority_partition(1).unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(r.failovers_ms.len(), 1);
 }
+
+/// Found the back-off for an older log outliving its election: a node
+/// refused in an early election waited the back-off again when the leader's
+/// region was cut off much later, and failover overran its bound.
+#[test]
+fn regression_stale_back_off_after_region_cut() {
+    let r = scenarios::three_regions(280).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.failovers_ms.len(), 1);
+}
+
+/// The same stale back-off on a LAN, after a leader crash.
+#[test]
+fn regression_stale_back_off_after_leader_crash() {
+    let r = scenarios::leader_crash_restart(537).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.failovers_ms.len(), 1);
+}

@@ -157,7 +157,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let resp: VoteResponse<NodeId> = self.decode(reply)?;
         if !resp.vote_granted && resp.last_log_id > rpc.last_log_id {
             // The election timer backs off: a more up-to-date node should win.
-            self.view.record_greater_log();
+            self.view.record_greater_log(rpc.vote.leader_id().term);
         }
         Ok(resp)
     }

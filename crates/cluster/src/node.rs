@@ -432,12 +432,11 @@ fn spawn_election_timer(raft: Raft, view: Arc<LeaderView>, timeouts: &RaftTimeou
                 quiet_since = quiet_since.max(now - Duration::from_millis(age));
             }
             let mut wait = if vote.is_committed() { lease + timeout } else { timeout };
-            if view.greater_log_seen(false) {
+            if !vote.is_committed() && view.greater_log_in(vote.leader_id().term) {
                 wait += 2 * lease;
             }
             let deadline = quiet_since + wait;
             if now >= deadline && state != ServerState::Leader {
-                view.greater_log_seen(true);
                 if raft.trigger().elect().await.is_err() {
                     return;
                 }

@@ -9,7 +9,7 @@
 //! current at a leader with a quorum. A leader's own view age is its time
 //! since quorum ack.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// Instants are stored as milliseconds after `origin` plus one; 0 means never.
@@ -26,8 +26,9 @@ pub struct LeaderView {
     contact_at_ms: AtomicU64,
     /// For a leader: milliseconds after `origin` of its last quorum ack.
     quorum_ack_at_ms: AtomicU64,
-    /// A vote was refused because the voter's log is newer than ours.
-    greater_log: AtomicBool,
+    /// Term of this node's last candidacy that a voter refused for having a
+    /// newer log (0: none).
+    greater_log_term: AtomicU64,
 }
 
 impl Default for LeaderView {
@@ -37,7 +38,7 @@ impl Default for LeaderView {
             view_at_ms: AtomicU64::new(NEVER),
             contact_at_ms: AtomicU64::new(NEVER),
             quorum_ack_at_ms: AtomicU64::new(NEVER),
-            greater_log: AtomicBool::new(false),
+            greater_log_term: AtomicU64::new(0),
         }
     }
 }
@@ -78,18 +79,14 @@ impl LeaderView {
         }
     }
 
-    /// A voter refused this node's candidacy because its log is newer.
-    pub fn record_greater_log(&self) {
-        self.greater_log.store(true, Ordering::Release);
+    /// A voter refused this node's candidacy in `term` because its log is newer.
+    pub fn record_greater_log(&self, term: u64) {
+        self.greater_log_term.fetch_max(term, Ordering::AcqRel);
     }
 
-    /// Whether a newer log was seen since the last call that cleared it.
-    pub fn greater_log_seen(&self, clear: bool) -> bool {
-        if clear {
-            self.greater_log.swap(false, Ordering::AcqRel)
-        } else {
-            self.greater_log.load(Ordering::Acquire)
-        }
+    /// Whether this node's candidacy in `term` was refused for an older log.
+    pub fn greater_log_in(&self, term: u64) -> bool {
+        term > 0 && self.greater_log_term.load(Ordering::Acquire) == term
     }
 
     /// How long ago a quorum acknowledged this node as leader (None: not leader).
