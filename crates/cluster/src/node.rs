@@ -400,9 +400,11 @@ async fn bounded<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -
 /// that has heard from no leader and seen its vote unchanged for a timeout
 /// drawn afresh each round from [election_timeout_min, election_timeout_max)
 /// starts an election; after having had a leader it first waits out the
-/// leader's lease (election_timeout_max), and after a voter refused it for
-/// having an older log it waits 2 x election_timeout_max more, as openraft's
-/// own timer would. Vote handling is openraft's, unchanged.
+/// leader's lease (election_timeout_max); once a voter refused it for having
+/// an older log it waits 2 x election_timeout_max more in every round until a
+/// leader is elected, so that a node with a newer log wins (openraft's timer
+/// backs off like this for one round only, which was not enough across
+/// regions). Vote handling is openraft's, unchanged.
 fn spawn_election_timer(raft: Raft, view: Arc<LeaderView>, timeouts: &RaftTimeouts) -> tokio::task::JoinHandle<()> {
     use openraft::AsyncRuntime;
     use rand::Rng;
@@ -415,6 +417,7 @@ fn spawn_election_timer(raft: Raft, view: Arc<LeaderView>, timeouts: &RaftTimeou
         let mut quiet_since = Instant::now();
         let mut timeout = draw();
         let mut last_vote = None;
+        let mut leader_term = 0;
         loop {
             let (state, vote) = {
                 let m = metrics.borrow_and_update();
@@ -432,11 +435,21 @@ fn spawn_election_timer(raft: Raft, view: Arc<LeaderView>, timeouts: &RaftTimeou
                 quiet_since = quiet_since.max(now - Duration::from_millis(age));
             }
             let mut wait = if vote.is_committed() { lease + timeout } else { timeout };
-            if !vote.is_committed() && view.greater_log_in(vote.leader_id().term) {
+            if vote.is_committed() {
+                leader_term = leader_term.max(vote.leader_id().term);
+            }
+            // Refused for an older log since the last leader: let a node
+            // with a newer log win, until some leader is elected.
+            if !vote.is_committed() && view.greater_log_term() > leader_term {
                 wait += 2 * lease;
             }
             let deadline = quiet_since + wait;
             if now >= deadline && state != ServerState::Leader {
+                tracing::debug!(
+                    waited_ms = wait.as_millis() as u64,
+                    term = vote.leader_id().term,
+                    "no leader heard: starting an election"
+                );
                 if raft.trigger().elect().await.is_err() {
                     return;
                 }

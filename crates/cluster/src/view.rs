@@ -84,9 +84,9 @@ impl LeaderView {
         self.greater_log_term.fetch_max(term, Ordering::AcqRel);
     }
 
-    /// Whether this node's candidacy in `term` was refused for an older log.
-    pub fn greater_log_in(&self, term: u64) -> bool {
-        term > 0 && self.greater_log_term.load(Ordering::Acquire) == term
+    /// The last term in which this node's candidacy was refused for an older log (0: never).
+    pub fn greater_log_term(&self) -> u64 {
+        self.greater_log_term.load(Ordering::Acquire)
     }
 
     /// How long ago a quorum acknowledged this node as leader (None: not leader).
