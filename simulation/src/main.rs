@@ -36,8 +36,8 @@ fn main() -> ExitCode {
     let chosen: Vec<_> = if cli.scenario == "all" {
         scenarios::ALL.to_vec()
     } else {
-        match scenarios::ALL.iter().find(|(n, _)| *n == cli.scenario) {
-            Some(s) => vec![*s],
+        match scenarios::by_name(&cli.scenario) {
+            Some(run) => vec![(cli.scenario.as_str(), run)],
             None => {
                 let names: Vec<_> = scenarios::ALL.iter().map(|(n, _)| *n).collect();
                 eprintln!("simulation: unknown scenario {:?}; known: {}", cli.scenario, names.join(", "));
