@@ -8,13 +8,14 @@
 //! an internal detail.
 
 mod forward;
+mod objects;
 mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_cluster::{ClusterError, ClusterNode, Membership};
-use raftgate_model::{Command, NodeInfo, Rejection, SettingKey, SettingValue};
+use raftgate_model::{Command, NodeInfo, ObjectId, Rejection, Route, SettingKey, SettingValue, Upstream};
 use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_server::{Admin, AdminServer};
 use tonic::{Request, Response, Status};
@@ -63,6 +64,8 @@ pub(crate) fn to_status(e: ClusterError) -> Status {
             Rejection::NotFound { .. } => Status::not_found(r.to_string()),
             Rejection::RevisionMismatch { .. } => Status::failed_precondition(r.to_string()),
             Rejection::TableFull { .. } => Status::resource_exhausted(r.to_string()),
+            Rejection::Invalid { .. } => Status::invalid_argument(r.to_string()),
+            Rejection::Conflict { .. } => Status::failed_precondition(r.to_string()),
         },
         ClusterError::Internal(m) => {
             tracing::error!(error = %m, "admin request failed");
@@ -71,7 +74,7 @@ pub(crate) fn to_status(e: ClusterError) -> Status {
     }
 }
 
-fn invalid(field: &str, e: impl std::fmt::Display) -> Status {
+pub(crate) fn invalid(field: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
 }
 
@@ -88,6 +91,14 @@ fn setting_reply(key: &SettingKey, s: &raftgate_model::Setting) -> pb::Setting {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+fn page_limit(limit: u32) -> Result<usize, Status> {
+    match limit as usize {
+        0 => Ok(DEFAULT_PAGE),
+        n if n <= MAX_PAGE => Ok(n),
+        n => Err(invalid("limit", format!("must be at most {MAX_PAGE}, got {n}"))),
+    }
+}
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -165,11 +176,7 @@ impl Admin for AdminService {
     async fn list_settings(&self, req: Request<pb::ListSettingsRequest>) -> Reply<pb::ListSettingsReply> {
         let forwarded = forward::is_forwarded(&req);
         let msg = req.into_inner();
-        let limit = match msg.limit as usize {
-            0 => DEFAULT_PAGE,
-            n if n <= MAX_PAGE => n,
-            n => return Err(invalid("limit", format!("must be at most {MAX_PAGE}, got {n}"))),
-        };
+        let limit = page_limit(msg.limit)?;
         let after = msg.after.clone();
         let read = |a: &raftgate_cluster::Applied| {
             let mut page: Vec<pb::Setting> = a
@@ -186,6 +193,89 @@ impl Admin for AdminService {
         };
         let local = self.read(msg.consistency(), read).await;
         self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_settings(r).await }).await
+    }
+
+    async fn apply_route(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<Route, _, _>(req, |mut c, r| async move { c.apply_route(r).await }).await
+    }
+    async fn delete_route(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<Route, _, _>(req, |mut c, r| async move { c.delete_route(r).await }).await
+    }
+    async fn get_route(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<Route, _, _>(req, |mut c, r| async move { c.get_route(r).await }).await
+    }
+    async fn list_routes(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<Route, _, _>(req, |mut c, r| async move { c.list_routes(r).await }).await
+    }
+    async fn apply_upstream(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<Upstream, _, _>(req, |mut c, r| async move { c.apply_upstream(r).await }).await
+    }
+    async fn delete_upstream(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<Upstream, _, _>(req, |mut c, r| async move { c.delete_upstream(r).await }).await
+    }
+    async fn get_upstream(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<Upstream, _, _>(req, |mut c, r| async move { c.get_upstream(r).await }).await
+    }
+    async fn list_upstreams(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<Upstream, _, _>(req, |mut c, r| async move { c.list_upstreams(r).await }).await
+    }
+}
+
+/// The leader's admin client, as the forwarder hands it to a forwarding call.
+type LeaderClient = raftgate_proto::admin::admin_client::AdminClient<tonic::transport::Channel>;
+
+/// Routes and upstreams share one implementation per operation.
+impl AdminService {
+    async fn apply_object<K, F, Fut>(&self, req: Request<pb::ApplyObjectRequest>, fwd: F) -> Reply<pb::WriteReply>
+    where
+        K: objects::Kind,
+        F: FnOnce(LeaderClient, Request<pb::ApplyObjectRequest>) -> Fut,
+        Fut: std::future::Future<Output = Reply<pb::WriteReply>>,
+    {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = objects::put_command::<K>(&msg)?;
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+    }
+
+    async fn delete_object<K, F, Fut>(&self, req: Request<pb::DeleteObjectRequest>, fwd: F) -> Reply<pb::WriteReply>
+    where
+        K: objects::Kind,
+        F: FnOnce(LeaderClient, Request<pb::DeleteObjectRequest>) -> Fut,
+        Fut: std::future::Future<Output = Reply<pb::WriteReply>>,
+    {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = objects::delete_command::<K>(&msg)?;
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+    }
+
+    async fn get_object<K, F, Fut>(&self, req: Request<pb::GetObjectRequest>, fwd: F) -> Reply<pb::Object>
+    where
+        K: objects::Kind,
+        F: FnOnce(LeaderClient, Request<pb::GetObjectRequest>) -> Fut,
+        Fut: std::future::Future<Output = Reply<pb::Object>>,
+    {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let id = ObjectId::parse(msg.id.clone()).map_err(|e| invalid("id", e.message))?;
+        let local = self.read(msg.consistency(), objects::get::<K>(&id)).await.and_then(|r| r);
+        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+    }
+
+    async fn list_objects<K, F, Fut>(&self, req: Request<pb::ListObjectsRequest>, fwd: F) -> Reply<pb::ListObjectsReply>
+    where
+        K: objects::Kind,
+        F: FnOnce(LeaderClient, Request<pb::ListObjectsRequest>) -> Fut,
+        Fut: std::future::Future<Output = Reply<pb::ListObjectsReply>>,
+    {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit)?;
+        let local = self.read(msg.consistency(), objects::list::<K>(msg.after.clone(), limit)).await;
+        self.forwarder.or_forward(forwarded, local, msg, fwd).await
     }
 }
 

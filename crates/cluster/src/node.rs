@@ -291,6 +291,11 @@ impl ClusterNode {
         Ok(self.sm.read(f))
     }
 
+    /// Changes (to the applied log index) whenever the applied state changes.
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sm.subscribe()
+    }
+
     /// Reads this node's applied state as it is, without contacting anyone.
     pub fn local_read<R>(&self, f: impl FnOnce(&Applied) -> R) -> R {
         self.sm.read(f)

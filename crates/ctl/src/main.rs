@@ -5,6 +5,7 @@
 //! Output is a table for people or JSON (`--output json`) for scripts. Errors
 //! name the endpoint and what failed, and exit non-zero.
 
+mod objects;
 mod output;
 
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
+use objects::{FromFlags, ObjectCmd, RouteFlags, UpstreamFlags};
 use output::Output;
 
 #[derive(Parser)]
@@ -49,6 +51,12 @@ enum Cmd {
     /// Replicated cluster settings (key/value).
     #[command(subcommand)]
     Setting(SettingCmd),
+    /// Routes: which requests go to which upstream.
+    #[command(subcommand)]
+    Route(ObjectCmd<RouteFlags>),
+    /// Upstreams: targets, balancing, health and timeouts.
+    #[command(subcommand)]
+    Upstream(ObjectCmd<UpstreamFlags>),
 }
 
 #[derive(Subcommand)]
@@ -223,6 +231,50 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             let req = pb::ListSettingsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
             let reply = client.list_settings(req).await.map_err(describe)?.into_inner();
             out.settings(&reply.settings, &reply.next_after);
+        }
+        Cmd::Route(cmd) => object_command(&mut client, &out, "route", cmd).await?,
+        Cmd::Upstream(cmd) => object_command(&mut client, &out, "upstream", cmd).await?,
+    }
+    Ok(())
+}
+
+async fn object_command<F: clap::Args + FromFlags>(
+    client: &mut AdminClient<Channel>,
+    out: &Output,
+    kind: &str,
+    cmd: &ObjectCmd<F>,
+) -> Result<(), String> {
+    let route = kind == "route";
+    let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
+    match cmd {
+        ObjectCmd::Apply { file, flags, expected_revision } => {
+            let specs = match file {
+                Some(path) => objects::read_objects(path)?,
+                None => vec![flags.to_spec()?],
+            };
+            for spec in specs {
+                let id = spec.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                let req = pb::ApplyObjectRequest { spec_json: spec.to_string(), expected_revision: *expected_revision };
+                let reply = if route { client.apply_route(req).await } else { client.apply_upstream(req).await };
+                let reply = reply.map_err(|s| format!("{kind} {id:?}: {}", describe(s)))?;
+                out.applied(kind, &id, &reply.into_inner());
+            }
+        }
+        ObjectCmd::Delete { id, expected_revision } => {
+            let req = pb::DeleteObjectRequest { id: id.clone(), expected_revision: *expected_revision };
+            let reply = if route { client.delete_route(req).await } else { client.delete_upstream(req).await };
+            out.write(&reply.map_err(describe)?.into_inner());
+        }
+        ObjectCmd::Get { id, local } => {
+            let req = pb::GetObjectRequest { id: id.clone(), consistency: consistency(*local) };
+            let reply = if route { client.get_route(req).await } else { client.get_upstream(req).await };
+            out.object(&reply.map_err(describe)?.into_inner());
+        }
+        ObjectCmd::List { local, after, limit } => {
+            let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
+            let reply = if route { client.list_routes(req).await } else { client.list_upstreams(req).await };
+            let reply = reply.map_err(describe)?.into_inner();
+            out.objects(&reply.objects, &reply.next_after);
         }
     }
     Ok(())

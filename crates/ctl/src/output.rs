@@ -175,4 +175,49 @@ impl Output {
             println!("more: --after {next_after}");
         }
     }
+
+    pub fn applied(&self, kind: &str, id: &str, w: &pb::WriteReply) {
+        if self.json {
+            return self.print_json(json!({"kind": kind, "id": id, "revision": w.revision, "log_index": w.log_index}));
+        }
+        println!("{kind} {id}: applied at revision {} (log index {})", w.revision, w.log_index);
+    }
+
+    fn object_json(o: &pb::Object) -> Value {
+        let spec: Value = serde_json::from_str(&o.spec_json).unwrap_or(Value::String(o.spec_json.clone()));
+        json!({"id": o.id, "revision": o.revision, "updated_ms": o.updated_ms, "spec": spec})
+    }
+
+    pub fn object(&self, o: &pb::Object) {
+        if self.json {
+            return self.print_json(Self::object_json(o));
+        }
+        println!("# revision {}, updated_ms {}", o.revision, o.updated_ms);
+        let spec: Value = serde_json::from_str(&o.spec_json).unwrap_or(Value::String(o.spec_json.clone()));
+        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+    }
+
+    pub fn objects(&self, objects: &[pb::Object], next_after: &str) {
+        if self.json {
+            let items: Vec<Value> = objects.iter().map(Self::object_json).collect();
+            return self.print_json(json!({"objects": items, "next_after": next_after}));
+        }
+        const MAX_SPEC_CHARS: usize = 100;
+        let rows: Vec<Vec<String>> = objects
+            .iter()
+            .map(|o| {
+                let mut spec = o.spec_json.clone();
+                if spec.len() > MAX_SPEC_CHARS {
+                    let cut = (0..=MAX_SPEC_CHARS).rev().find(|&i| spec.is_char_boundary(i)).unwrap_or(0);
+                    spec.truncate(cut);
+                    spec.push('…');
+                }
+                vec![o.id.clone(), o.revision.to_string(), spec]
+            })
+            .collect();
+        print_table(&["ID", "REVISION", "SPEC"], &rows);
+        if !next_after.is_empty() {
+            println!("more: --after {next_after}");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::route::{ObjectId, Route, Upstream};
 use crate::state::{SettingKey, SettingValue};
 
 /// A change to the replicated state. Fields are already validated types, so a
@@ -29,6 +30,30 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_revision: Option<u64>,
     },
+    /// Create or replace a route. Its upstream must exist and it must not
+    /// conflict with another route (see [`Route::conflicts_with`]).
+    PutRoute {
+        route: Route,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    DeleteRoute {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Create or replace an upstream.
+    PutUpstream {
+        upstream: Upstream,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Delete an upstream; rejected while a route still uses it.
+    DeleteUpstream {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
 }
 
 impl Command {
@@ -37,6 +62,10 @@ impl Command {
         match self {
             Command::PutSetting { .. } => "put_setting",
             Command::DeleteSetting { .. } => "delete_setting",
+            Command::PutRoute { .. } => "put_route",
+            Command::DeleteRoute { .. } => "delete_route",
+            Command::PutUpstream { .. } => "put_upstream",
+            Command::DeleteUpstream { .. } => "delete_upstream",
         }
     }
 }

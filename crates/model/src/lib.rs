@@ -13,10 +13,14 @@
 
 mod command;
 mod node;
+pub mod path;
+pub mod route;
 mod state;
 
 pub use command::{Command, Proposal};
 pub use node::{NodeId, NodeInfo, NodeInfoError};
+pub use route::{FieldError, ObjectId, Route, Upstream};
 pub use state::{
-    Effect, Rejection, Setting, SettingKey, SettingValue, State, StateDecodeError, ValueError, MAX_SETTINGS,
+    Effect, Rejection, Setting, SettingKey, SettingValue, State, StateDecodeError, Stored, Table, ValueError,
+    MAX_SETTINGS,
 };

@@ -55,7 +55,7 @@ impl NodeInfo {
 }
 
 /// `host:port`, where host is a DNS name, an IPv4 address or `[v6]`.
-fn is_host_port(s: &str) -> bool {
+pub(crate) fn is_host_port(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else { return false };
     let port_ok = matches!(port.parse::<u16>(), Ok(p) if p != 0);
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {

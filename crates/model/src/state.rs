@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
+use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
 pub const MAX_SETTINGS: usize = 10_000;
@@ -102,19 +104,37 @@ pub struct Setting {
     pub updated_ms: u64,
 }
 
+/// A stored route or upstream with the revision of the write that last changed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stored<T> {
+    pub spec: T,
+    pub revision: u64,
+    pub updated_ms: u64,
+}
+
+/// Routes and upstreams, shared by reference with the data plane's snapshot
+/// builder (copy on write: a write while a build holds it clones the map).
+pub type Table<T> = Arc<BTreeMap<ObjectId, Stored<T>>>;
+
 /// What a successful command did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
     SettingPut { key: SettingKey, revision: u64, created: bool },
     SettingDeleted { key: SettingKey, revision: u64 },
+    ObjectPut { kind: String, id: ObjectId, revision: u64, created: bool },
+    ObjectDeleted { kind: String, id: ObjectId, revision: u64 },
 }
 
 impl Effect {
     /// The cluster revision the command produced.
     pub fn revision(&self) -> u64 {
         match self {
-            Effect::SettingPut { revision, .. } | Effect::SettingDeleted { revision, .. } => *revision,
+            Effect::SettingPut { revision, .. }
+            | Effect::SettingDeleted { revision, .. }
+            | Effect::ObjectPut { revision, .. }
+            | Effect::ObjectDeleted { revision, .. } => *revision,
         }
     }
 }
@@ -129,6 +149,12 @@ pub enum Rejection {
     RevisionMismatch { kind: String, key: String, expected: u64, actual: u64 },
     #[error("the cluster holds the maximum of {limit} {kind}s")]
     TableFull { kind: String, limit: usize },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The command contradicts other objects (a conflicting route, an
+    /// upstream still in use, a reference to a missing upstream).
+    #[error("{message}")]
+    Conflict { message: String },
 }
 
 /// The whole replicated state. Maps are ordered so that serialization is
@@ -142,6 +168,14 @@ pub struct State {
     /// leader's clock is behind the old one's.
     time_ms: u64,
     settings: BTreeMap<SettingKey, Setting>,
+    #[serde(default)]
+    routes: Table<Route>,
+    #[serde(default)]
+    upstreams: Table<Upstream>,
+    /// Revision of the last route or upstream change (0: none yet), so the
+    /// data plane rebuilds only when routing changed.
+    #[serde(default)]
+    routing_revision: u64,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -174,6 +208,36 @@ impl State {
                 self.settings.remove(key);
                 Effect::SettingDeleted { key: key.clone(), revision }
             }
+            Command::PutRoute { route, expected_revision } => {
+                self.check_route(route)?;
+                let effect = put(&mut self.routes, "route", &route.id, route, *expected_revision, MAX_ROUTES, revision, time_ms)?;
+                self.routing_revision = revision;
+                effect
+            }
+            Command::DeleteRoute { id, expected_revision } => {
+                let effect = delete(&mut self.routes, "route", id, *expected_revision, revision)?;
+                self.routing_revision = revision;
+                effect
+            }
+            Command::PutUpstream { upstream, expected_revision } => {
+                upstream.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                let effect =
+                    put(&mut self.upstreams, "upstream", &upstream.id, upstream, *expected_revision, MAX_UPSTREAMS, revision, time_ms)?;
+                self.routing_revision = revision;
+                effect
+            }
+            Command::DeleteUpstream { id, expected_revision } => {
+                let users: Vec<&str> =
+                    self.routes.values().filter(|r| &r.spec.upstream == id).map(|r| r.spec.id.as_str()).take(5).collect();
+                if !users.is_empty() && self.upstreams.contains_key(id) {
+                    return Err(Rejection::Conflict {
+                        message: format!("upstream {:?} is used by route(s) {}", id.as_str(), users.join(", ")),
+                    });
+                }
+                let effect = delete(&mut self.upstreams, "upstream", id, *expected_revision, revision)?;
+                self.routing_revision = revision;
+                effect
+            }
         };
         self.revision = revision;
         self.time_ms = time_ms;
@@ -193,6 +257,41 @@ impl State {
         self.settings.iter()
     }
 
+    pub fn routes(&self) -> &Table<Route> {
+        &self.routes
+    }
+
+    pub fn upstreams(&self) -> &Table<Upstream> {
+        &self.upstreams
+    }
+
+    /// Revision of the last route or upstream change.
+    pub fn routing_revision(&self) -> u64 {
+        self.routing_revision
+    }
+
+    /// A route must be valid, name an existing upstream and not conflict
+    /// with another route.
+    fn check_route(&self, route: &Route) -> Result<(), Rejection> {
+        route.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+        if !self.upstreams.contains_key(&route.upstream) {
+            return Err(Rejection::Invalid {
+                field: "upstream".into(),
+                message: format!("upstream {:?} does not exist", route.upstream.as_str()),
+            });
+        }
+        if let Some(other) = self.routes.values().find(|o| o.spec.id != route.id && o.spec.conflicts_with(route)) {
+            return Err(Rejection::Conflict {
+                message: format!(
+                    "route {:?} matches the same requests as route {:?} with the same priority; change a priority, host, path, method or predicate",
+                    route.id.as_str(),
+                    other.spec.id.as_str()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Canonical bytes of the state, used for snapshots and to compare nodes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("State serializes: it holds only strings, integers and ordered maps")
@@ -201,6 +300,42 @@ impl State {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
         Ok(serde_json::from_slice(bytes)?)
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put<T: Clone>(
+    table: &mut Table<T>,
+    kind: &str,
+    id: &ObjectId,
+    spec: &T,
+    expected: Option<u64>,
+    limit: usize,
+    revision: u64,
+    time_ms: u64,
+) -> Result<Effect, Rejection> {
+    let current = table.get(id);
+    check_revision(kind, id.as_str(), current.map(|s| s.revision), expected)?;
+    let created = current.is_none();
+    if created && table.len() >= limit {
+        return Err(Rejection::TableFull { kind: kind.into(), limit });
+    }
+    Arc::make_mut(table).insert(id.clone(), Stored { spec: spec.clone(), revision, updated_ms: time_ms });
+    Ok(Effect::ObjectPut { kind: kind.into(), id: id.clone(), revision, created })
+}
+
+fn delete<T: Clone>(
+    table: &mut Table<T>,
+    kind: &str,
+    id: &ObjectId,
+    expected: Option<u64>,
+    revision: u64,
+) -> Result<Effect, Rejection> {
+    let Some(current) = table.get(id) else {
+        return Err(Rejection::NotFound { kind: kind.into(), key: id.to_string() });
+    };
+    check_revision(kind, id.as_str(), Some(current.revision), expected)?;
+    Arc::make_mut(table).remove(id);
+    Ok(Effect::ObjectDeleted { kind: kind.into(), id: id.clone(), revision })
 }
 
 /// `expected` 0 means "must not exist"; otherwise it must equal the current revision.

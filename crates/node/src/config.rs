@@ -23,6 +23,143 @@ pub struct NodeConfig {
     pub raft: RaftTimeouts,
     pub bootstrap: Bootstrap,
     pub log: LogConfig,
+    /// Limits of the data-plane listeners.
+    pub http: HttpLimits,
+    /// An HTTPS data-plane listener (off without this section).
+    pub https: Option<HttpsConfig>,
+}
+
+/// Data-plane listener limits; each maps to `raftgate_proxy::Limits`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout_ms: u64,
+    pub max_concurrent_streams: u32,
+    pub max_connections: usize,
+    pub drain_timeout_ms: u64,
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        let d = raftgate_proxy::Limits::default();
+        Self {
+            max_uri_bytes: d.max_uri_bytes,
+            max_header_bytes: d.max_header_bytes,
+            max_headers: d.max_headers,
+            header_read_timeout_ms: d.header_read_timeout_ms,
+            max_concurrent_streams: d.max_concurrent_streams,
+            max_connections: d.max_connections,
+            drain_timeout_ms: d.drain_timeout_ms,
+            tls_handshake_timeout_ms: d.tls_handshake_timeout_ms,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn to_limits(&self) -> raftgate_proxy::Limits {
+        raftgate_proxy::Limits {
+            max_uri_bytes: self.max_uri_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout_ms: self.header_read_timeout_ms,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_connections: self.max_connections,
+            drain_timeout_ms: self.drain_timeout_ms,
+            tls_handshake_timeout_ms: self.tls_handshake_timeout_ms,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&str, u64, u64, u64); 8] = [
+            ("http.max_uri_bytes", self.max_uri_bytes as u64, 256, 65_536),
+            ("http.max_header_bytes", self.max_header_bytes as u64, 8_192, 1 << 20),
+            ("http.max_headers", self.max_headers as u64, 16, 1_000),
+            ("http.header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000),
+            ("http.max_concurrent_streams", self.max_concurrent_streams.into(), 1, 10_000),
+            ("http.max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("http.drain_timeout_ms", self.drain_timeout_ms, 0, 600_000),
+            ("http.tls_handshake_timeout_ms", self.tls_handshake_timeout_ms, 100, 60_000),
+        ];
+        for (name, v, min, max) in checks {
+            if v < min || v > max {
+                return Err(field(name, format!("must be {min} to {max}, got {v}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTPS listener: certificates from files on this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    pub listen: String,
+    /// The first certificate also serves clients without SNI or with an unknown name.
+    pub certificates: Vec<CertificateConfig>,
+    /// Verify client certificates against this CA (PEM).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `required` (default with a CA) or `optional`.
+    #[serde(default)]
+    pub client_auth: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// Host names (or `*.suffix`) this certificate serves.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl HttpsConfig {
+    pub fn tls_settings(&self) -> raftgate_proxy::tls::TlsSettings {
+        use raftgate_proxy::tls::{CertSpec, ClientAuth, TlsSettings};
+        TlsSettings {
+            certificates: self
+                .certificates
+                .iter()
+                .map(|c| CertSpec { hosts: c.hosts.clone(), cert_file: c.cert_file.clone(), key_file: c.key_file.clone() })
+                .collect(),
+            client_ca_file: self.client_ca_file.clone(),
+            client_auth: if self.client_auth.as_deref() == Some("optional") {
+                ClientAuth::Optional
+            } else {
+                ClientAuth::Required
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|_| field("https.listen", format!("must be ip:port, got {:?}", self.listen)))?;
+        if self.certificates.is_empty() {
+            return Err(field("https.certificates", "needs at least one certificate"));
+        }
+        for (i, c) in self.certificates.iter().enumerate() {
+            for h in &c.hosts {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                    return Err(field(format!("https.certificates[{i}].hosts"), format!("{h:?} is not a host name")));
+                }
+            }
+        }
+        match self.client_auth.as_deref() {
+            None | Some("required") | Some("optional") => {}
+            Some(other) => return Err(field("https.client_auth", format!("must be required or optional, got {other:?}"))),
+        }
+        if self.client_auth.is_some() && self.client_ca_file.is_none() {
+            return Err(field("https.client_auth", "needs https.client_ca_file"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,6 +417,13 @@ impl NodeConfig {
         if listens[0] == listens[1] || listens[0] == listens[2] || listens[1] == listens[2] {
             return Err(field("listen", "raft, admin and http must be different addresses"));
         }
+        if let Some(https) = &self.https {
+            https.validate()?;
+            if listens.contains(&&https.listen) {
+                return Err(field("https.listen", "must differ from the raft, admin and http addresses"));
+            }
+        }
+        self.http.validate()?;
         self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
         self.node_info().validate().map_err(|e| match e {
             raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),

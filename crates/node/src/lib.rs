@@ -7,6 +7,7 @@
 //! in-flight requests, stop Raft, flush storage).
 
 pub mod config;
+pub mod demo;
 pub mod logging;
 pub mod run;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use raftgate_node::config::{BootstrapMember, ConfigOverrides, LogFormat, NodeConfig};
-use raftgate_node::{logging, run_node};
+use raftgate_node::{demo, logging, run_node};
 
 #[derive(Parser)]
 #[command(name = "raftgate", version, about = "An API gateway that runs as a Raft cluster")]
@@ -24,7 +24,8 @@ enum Cmd {
         overrides: Box<ConfigOverrides>,
     },
     /// Run a local cluster in this process on 127.0.0.1, for trying Raftgate out.
-    /// Node i listens on raft BASE+i, admin BASE+100+i, http BASE+200+i.
+    /// Node i listens on raft BASE+i, admin BASE+100+i, http BASE+200+i; a demo
+    /// upstream listens on BASE+300 and a catch-all route sends traffic to it.
     Dev {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
         nodes: u64,
@@ -139,8 +140,15 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
         }
     }
     let signal = shutdown_signal();
+    let demo_addr = format!("127.0.0.1:{}", u32::from(base_port) + 300);
+    let demo_listener = match tokio::net::TcpListener::bind(&demo_addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {demo_addr} (demo upstream): {e}"), 1),
+    };
+    let demo_task = tokio::spawn(demo::serve_upstream(demo_listener));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let endpoints: Vec<String> = configs.iter().map(|c| c.listen.admin.clone()).collect();
+    let http_endpoints: Vec<String> = configs.iter().map(|c| c.listen.http.clone()).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for config in configs {
         let mut stop = stop_rx.clone();
@@ -159,6 +167,14 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
         endpoints.join(", "),
         endpoints[0]
     );
+    let admin = endpoints[0].clone();
+    let first_http = http_endpoints[0].clone();
+    let seed_task = tokio::spawn(async move {
+        match demo::seed(&admin, &demo_addr).await {
+            Ok(()) => tracing::info!("demo route ready: curl http://{first_http}/hello (any node's HTTP port works)"),
+            Err(e) => tracing::error!(error = %e, "demo route not written"),
+        }
+    });
     let mut code = ExitCode::SUCCESS;
     tokio::select! {
         _ = signal => {}
@@ -167,6 +183,7 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
             code = ExitCode::from(1);
         }
     }
+    seed_task.abort();
     let _ = stop_tx.send(true);
     while let Some(joined) = tasks.join_next().await {
         if let Ok((id, Err(e))) = joined {
@@ -174,5 +191,6 @@ async fn run_dev(nodes: u64, data_dir: PathBuf, base_port: u16) -> ExitCode {
             code = ExitCode::from(1);
         }
     }
+    demo_task.abort();
     code
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use raftgate_admin::AdminService;
 use raftgate_cluster::{ClusterError, ClusterNode, NodeEnv, StartError};
+use raftgate_proxy::tls::{TlsError, TlsSource};
+use raftgate_proxy::{Gateway, GatewayConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,6 +34,8 @@ pub enum NodeError {
     Start(#[from] StartError),
     #[error("bootstrap failed: {0}")]
     Bootstrap(ClusterError),
+    #[error("https certificates: {0}")]
+    Tls(TlsError),
     #[error("{listener} listener failed: {message}")]
     Server { listener: &'static str, message: String },
 }
@@ -66,9 +70,71 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     } else {
         tracing::info!(addr = %config.listen.admin, "admin API is plaintext on loopback (local use only)");
     }
+    let http_listener = bind("listen.http", &config.listen.http).await?;
+    let https = match &config.https {
+        Some(h) => {
+            let tls = TlsSource::new(h.tls_settings()).map_err(NodeError::Tls)?;
+            Some((bind("https.listen", &h.listen).await?, tls))
+        }
+        None => None,
+    };
     let node = start_node(&config, NodeEnv::default()).await?;
-    serve_node(node, &config, TcpListenerStream::new(raft_listener), TcpListenerStream::new(admin_listener), shutdown)
-        .await
+
+    let https_port = config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+    let gateway = Gateway::new(GatewayConfig { region: config.node.region.clone(), limits: config.http.to_limits(), https_port });
+    let follower = tokio::spawn(follow_routing(node.clone(), gateway.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut data_plane = tokio::task::JoinSet::new();
+    data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
+    tracing::info!(addr = %config.listen.http, "data plane listening (HTTP/1.1 and h2c)");
+    if let Some((listener, tls)) = https {
+        data_plane.spawn(raftgate_proxy::server::serve(gateway, listener, Some(tls), stopped(stop_rx)));
+        tracing::info!(addr = %config.https.as_ref().map(|h| h.listen.as_str()).unwrap_or(""), "data plane listening (HTTPS: HTTP/1.1 and h2 by ALPN)");
+    }
+    let shutdown = async {
+        shutdown.await;
+        // The data plane drains beside the admin API, before Raft stops.
+        let _ = stop_tx.send(true);
+    };
+    let result = serve_node(
+        node,
+        &config,
+        TcpListenerStream::new(raft_listener),
+        TcpListenerStream::new(admin_listener),
+        shutdown,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    while data_plane.join_next().await.is_some() {}
+    follower.abort();
+    result
+}
+
+/// Rebuilds the data plane's snapshot whenever applied routing changes.
+/// Runs for the life of the node; the request path never waits for it.
+pub async fn follow_routing(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
+    let mut applied = node.subscribe_applied();
+    let mut published = 0;
+    loop {
+        let changed = node.local_read(|a| {
+            let revision = a.state.routing_revision();
+            (revision != published).then(|| (revision, a.state.routes().clone(), a.state.upstreams().clone()))
+        });
+        if let Some((revision, routes, upstreams)) = changed {
+            let took = gateway.publish(revision, &routes, &upstreams);
+            tracing::info!(
+                routing_revision = revision,
+                routes = routes.len(),
+                upstreams = upstreams.len(),
+                build_us = took.as_micros() as u64,
+                "data plane snapshot published"
+            );
+            published = revision;
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Creates the data dir and starts consensus; the node serves nothing yet.

@@ -40,6 +40,9 @@ struct Shared<K> {
     /// Serialises snapshot writes so that a slow build cannot overwrite a newer one.
     snapshot_write: tokio::sync::Mutex<()>,
     snapshot_seq: AtomicU64,
+    /// The last applied log index, sent after every applied batch or
+    /// installed snapshot (the data plane rebuilds its snapshot from it).
+    applied_index: tokio::sync::watch::Sender<u64>,
 }
 
 /// The state machine. Clones share one applied state.
@@ -75,8 +78,18 @@ impl<K: KvStore> StateMachineStore<K> {
                 applied: RwLock::new(applied),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
+                applied_index: tokio::sync::watch::Sender::new(0),
             }),
         })
+    }
+
+    /// Changes whenever entries are applied or a snapshot is installed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+
+    fn notify_applied(&self, index: Option<u64>) {
+        self.shared.applied_index.send_replace(index.unwrap_or(0));
     }
 
     /// Reads the applied state. Keep `f` short: apply waits while it runs.
@@ -157,6 +170,9 @@ impl<K: KvStore> RaftStateMachine<TypeConfig> for StateMachineStore<K> {
             };
             outcomes.push(outcome);
         }
+        let last = applied.last_applied.map(|l| l.index);
+        drop(applied);
+        self.notify_applied(last);
         Ok(outcomes)
     }
 
@@ -174,6 +190,8 @@ impl<K: KvStore> RaftStateMachine<TypeConfig> for StateMachineStore<K> {
         self.persist_snapshot(meta, &data).await?;
         let mut applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
         *applied = Applied { state, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        drop(applied);
+        self.notify_applied(meta.last_log_id.map(|l| l.index));
         Ok(())
     }
 

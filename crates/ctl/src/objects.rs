@@ -1,0 +1,190 @@
+//! `raftgatectl route|upstream …`: replicated objects from a file or flags.
+//!
+//! A file holds YAML or JSON (YAML is a superset): one object, a list of
+//! objects, or several YAML documents. Each object is applied with its own
+//! write, in file order, and the first failure stops the run (objects before
+//! it stay applied; atomic multi-object apply is `raftgatectl apply`'s job).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// Largest file read.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+#[derive(Subcommand)]
+pub enum ObjectCmd<F: Args> {
+    /// Create or replace objects from a file (`-f`, `-` for stdin) or from flags.
+    Apply {
+        #[arg(short = 'f', long, conflicts_with = "id")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        flags: F,
+        /// Only write if the object is at this revision (0: must not exist yet).
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Show one object.
+    Get {
+        id: String,
+        /// Read this node's applied state instead of a linearizable read through the leader.
+        #[arg(long)]
+        local: bool,
+    },
+    /// List objects in id order, a page at a time.
+    List {
+        #[arg(long)]
+        local: bool,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Delete an object.
+    Delete {
+        id: String,
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+}
+
+/// Builds an object from command-line flags.
+pub trait FromFlags {
+    fn to_spec(&self) -> Result<Value, String>;
+}
+
+#[derive(Args)]
+pub struct RouteFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Host name or *.suffix (repeat for several).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Path prefix, matched at segment boundaries (repeatable).
+    #[arg(long = "prefix")]
+    pub prefixes: Vec<String>,
+    /// Exact path (repeatable).
+    #[arg(long = "exact")]
+    pub exacts: Vec<String>,
+    /// Path template such as /users/{id} (repeatable).
+    #[arg(long = "template")]
+    pub templates: Vec<String>,
+    /// Path regex matching the whole path (repeatable).
+    #[arg(long = "regex")]
+    pub regexes: Vec<String>,
+    /// Allowed method (repeatable); none: all but TRACE and CONNECT.
+    #[arg(long = "method")]
+    pub methods: Vec<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    #[arg(long)]
+    pub strip_prefix: bool,
+    #[arg(long)]
+    pub rewrite: Option<String>,
+}
+
+impl FromFlags for RouteFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let (Some(id), Some(upstream)) = (&self.id, &self.upstream) else {
+            return Err("give -f FILE, or --id and --upstream".into());
+        };
+        let mut paths: Vec<Value> = Vec::new();
+        for (kind, list) in
+            [("exact", &self.exacts), ("prefix", &self.prefixes), ("template", &self.templates), ("regex", &self.regexes)]
+        {
+            paths.extend(list.iter().map(|p| json!({ kind: p })));
+        }
+        let mut spec = json!({ "id": id, "upstream": upstream, "hosts": self.hosts, "paths": paths,
+            "methods": self.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>() });
+        if let Some(p) = self.priority {
+            spec["priority"] = json!(p);
+        }
+        if self.strip_prefix {
+            spec["strip_prefix"] = json!(true);
+        }
+        if let Some(r) = &self.rewrite {
+            spec["rewrite"] = json!(r);
+        }
+        Ok(spec)
+    }
+}
+
+#[derive(Args)]
+pub struct UpstreamFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    /// `host:port[=weight][@region]` (repeat for several).
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// round_robin, least_connections or ewma.
+    #[arg(long)]
+    pub balance: Option<String>,
+    /// http1 or h2c.
+    #[arg(long)]
+    pub protocol: Option<String>,
+}
+
+impl FromFlags for UpstreamFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let Some(id) = &self.id else { return Err("give -f FILE, or --id and --target".into()) };
+        let mut targets = Vec::new();
+        for t in &self.targets {
+            let (rest, region) = match t.split_once('@') {
+                Some((r, region)) => (r, Some(region)),
+                None => (t.as_str(), None),
+            };
+            let (addr, weight) = match rest.split_once('=') {
+                Some((a, w)) => (a, Some(w.parse::<u32>().map_err(|_| format!("--target {t:?}: weight must be a number"))?)),
+                None => (rest, None),
+            };
+            let mut target = json!({ "addr": addr });
+            if let Some(w) = weight {
+                target["weight"] = json!(w);
+            }
+            if let Some(r) = region {
+                target["region"] = json!(r);
+            }
+            targets.push(target);
+        }
+        let mut spec = json!({ "id": id, "targets": targets });
+        if let Some(b) = &self.balance {
+            spec["balance"] = json!(b);
+        }
+        if let Some(p) = &self.protocol {
+            spec["protocol"] = json!(p);
+        }
+        Ok(spec)
+    }
+}
+
+/// The objects in a YAML or JSON file (`-` reads stdin).
+pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
+    let mut text = String::new();
+    let name = path.display();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+    };
+    read.map_err(|e| format!("cannot read {name}: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{name} is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("{name}: {e}"))?;
+        match value {
+            Value::Null => {}
+            Value::Array(items) => objects.extend(items),
+            v => objects.push(v),
+        }
+    }
+    if objects.is_empty() {
+        return Err(format!("{name} holds no object"));
+    }
+    Ok(objects)
+}

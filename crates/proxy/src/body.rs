@@ -1,0 +1,154 @@
+//! Bodies on the way through: streamed, never buffered whole.
+//!
+//! [`Limited`] counts request body bytes as they pass and fails the stream
+//! when a route's limit is crossed (a declared Content-Length over the limit
+//! is refused before anything is sent). [`Tracked`] holds a value, such as a
+//! target's in-flight slot, until the response body has been sent or dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body the data plane sends, to clients and to upstreams.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The request body grew past the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// Fails the stream once more than `limit` bytes have passed.
+pub struct Limited<B> {
+    inner: B,
+    remaining: u64,
+    limit: u64,
+}
+
+impl<B> Limited<B> {
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self { inner, remaining: limit, limit }
+    }
+}
+
+impl<B> Body for Limited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        let limit = self.limit;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+                    }
+                    self.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body that keeps `hold` alive until the body is finished or dropped.
+pub struct Tracked<B, T> {
+    inner: B,
+    hold: Option<T>,
+}
+
+impl<B, T> Tracked<B, T> {
+    pub fn new(inner: B, hold: T) -> Self {
+        Self { inner, hold: Some(hold) }
+    }
+}
+
+impl<B, T> Body for Tracked<B, T>
+where
+    B: Body + Unpin,
+    T: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.hold = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `err` (from a proxied exchange) was caused by [`BodyTooLarge`].
+pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn limited_passes_bodies_within_the_limit_and_fails_beyond() {
+        let ok = Limited::new(Full::new(Bytes::from_static(b"hello")), 5);
+        assert_eq!(ok.collect().await.unwrap().to_bytes(), "hello");
+        let over = Limited::new(Full::new(Bytes::from_static(b"hello!")), 5);
+        let err = over.collect().await.unwrap_err();
+        assert!(is_body_too_large(err.as_ref()));
+    }
+
+    #[tokio::test]
+    async fn tracked_releases_its_hold_when_the_body_ends() {
+        let hold = std::sync::Arc::new(());
+        let body = Tracked::new(Full::new(Bytes::from_static(b"x")), hold.clone());
+        assert_eq!(std::sync::Arc::strong_count(&hold), 2);
+        let _ = body.collect().await;
+        assert_eq!(std::sync::Arc::strong_count(&hold), 1);
+    }
+}

@@ -1,0 +1,106 @@
+//! Responses the gateway itself generates.
+//!
+//! Each is a small JSON body with a stable code and the request id, e.g.
+//! `{"error":{"code":"route_not_found","message":"no route matches this request","request_id":"…"}}`.
+//! The message is fixed per code: never an internal error, a stack trace or
+//! an upstream's address (those go to the node's log).
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `bad_request` | malformed or ambiguous request (bad path encoding, Content-Length with Transfer-Encoding, bad header bytes); the connection is closed |
+//! | 404 | `route_not_found` | no route matches host, path and predicates |
+//! | 405 | `method_not_allowed` | a route matches but not with this method (`Allow` lists the methods) |
+//! | 413 | `body_too_large` | request body beyond the route's `max_body_bytes` |
+//! | 414 | `uri_too_long` | request target beyond the URI limit |
+//! | 431 | `headers_too_large` | header section beyond the byte or count limit |
+//! | 502 | `upstream_unavailable` | every try failed to connect or the upstream broke the exchange |
+//! | 503 | `no_healthy_upstream` | every target ejected, unhealthy or at its in-flight limit |
+//! | 504 | `upstream_timeout` | no response headers within the try or route timeout |
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use raftgate_model::route::Method;
+
+use crate::body::{full, ProxyBody};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    BadRequest,
+    RouteNotFound,
+    MethodNotAllowed(Vec<Method>),
+    BodyTooLarge,
+    UriTooLong,
+    HeadersTooLarge,
+    UpstreamUnavailable,
+    NoHealthyUpstream,
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest => StatusCode::BAD_REQUEST,
+            GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
+            GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest => "bad_request",
+            GatewayError::RouteNotFound => "route_not_found",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::UriTooLong => "uri_too_long",
+            GatewayError::HeadersTooLarge => "headers_too_large",
+            GatewayError::UpstreamUnavailable => "upstream_unavailable",
+            GatewayError::NoHealthyUpstream => "no_healthy_upstream",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest => "the request is malformed or ambiguous",
+            GatewayError::RouteNotFound => "no route matches this request",
+            GatewayError::MethodNotAllowed(_) => "this route does not allow the request method",
+            GatewayError::BodyTooLarge => "the request body is larger than this route allows",
+            GatewayError::UriTooLong => "the request URI is too long",
+            GatewayError::HeadersTooLarge => "the request headers are too large",
+            GatewayError::UpstreamUnavailable => "the upstream could not be reached",
+            GatewayError::NoHealthyUpstream => "no healthy upstream target is available",
+            GatewayError::UpstreamTimeout => "the upstream did not answer in time",
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.message(), "request_id": request_id }
+        });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::forwarded::X_REQUEST_ID, v);
+        }
+        if let GatewayError::MethodNotAllowed(allowed) = self {
+            let list = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                headers.insert(ALLOW, v);
+            }
+        }
+        if matches!(self, GatewayError::BadRequest) {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,247 @@
+//! The data plane's view of the replicated state.
+//!
+//! A [`Snapshot`] is built from the applied routes and upstreams whenever
+//! routing changes, and published through an `ArcSwap`: a request loads the
+//! current snapshot once (one atomic increment) and uses it to the end, so a
+//! route change never disturbs a request in flight, and nothing on the
+//! request path takes a lock or waits on the network.
+//!
+//! An upstream whose spec did not change keeps its runtime (connection pool,
+//! balancer position, retry budget) across rebuilds; a changed one gets a new
+//! runtime but keeps each surviving target's health and load. A removed
+//! target's pooled connections close when the last request that uses the
+//! old snapshot finishes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use raftgate_model::route::UpstreamProtocol;
+use raftgate_model::{ObjectId, Route, Table, Upstream};
+
+use crate::balance::{Balancer, RetryBudget, TargetState};
+use crate::body::ProxyBody;
+use crate::router::Router;
+
+/// Idle pooled connections kept per target.
+pub const MAX_IDLE_PER_TARGET: usize = 256;
+/// TCP keepalive on upstream connections.
+const UPSTREAM_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Limits of the client-facing listener. Every one has a number.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest request target (path and query), else 414.
+    pub max_uri_bytes: usize,
+    /// HTTP/1 read buffer, which bounds the request head; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// Most request header fields, else 431.
+    pub max_headers: usize,
+    /// Time to receive a whole request head (and the keep-alive idle time
+    /// between requests on HTTP/1), else the connection closes.
+    pub header_read_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Open client connections; beyond it new ones wait in the accept queue.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout_ms: u64,
+    /// Time for a client's TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout_ms: 30_000,
+            max_concurrent_streams: 256,
+            max_connections: 10_000,
+            drain_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Where this node runs and how its listener behaves.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The node's region: upstream targets here are preferred.
+    pub region: String,
+    pub limits: Limits,
+    /// Port of this node's HTTPS listener, for redirects (none: 443).
+    pub https_port: Option<u16>,
+}
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// One upstream as the data plane runs it.
+pub struct UpstreamRuntime {
+    pub spec: Upstream,
+    pub revision: u64,
+    pub balancer: Balancer,
+    pub retry_budget: RetryBudget,
+    pub client: UpstreamClient,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+impl UpstreamRuntime {
+    fn new(spec: Upstream, revision: u64, states: Vec<Arc<TargetState>>, region: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(spec.connect_timeout_ms.into())));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(UPSTREAM_TCP_KEEPALIVE));
+        connector.enforce_http(false);
+        let connector = tls_connector(&spec, connector);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(Duration::from_millis(spec.idle_timeout_ms.into()))
+            .pool_max_idle_per_host(MAX_IDLE_PER_TARGET)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if matches!(spec.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2) {
+            builder.http2_only(true);
+        }
+        let scheme = if spec.tls.is_some() { "https" } else { "http" };
+        let client = builder.build(connector);
+        let balancer = Balancer::new(&spec, states, region);
+        let retry_budget = RetryBudget::new(&spec.retries);
+        Self { spec, revision, balancer, retry_budget, client, scheme }
+    }
+}
+
+/// The connector for an upstream: plain TCP, or TLS verified against the
+/// upstream's CA file (or the public web roots) with ALPN for its protocol.
+fn tls_connector(spec: &Upstream, tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
+    let provider = crate::tls::provider();
+    let mut roots = rustls::RootCertStore::empty();
+    match spec.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        Some(ca) => match crate::tls::read_ca(std::path::Path::new(ca)) {
+            Ok(certs) => {
+                for c in certs {
+                    if let Err(e) = roots.add(c) {
+                        tracing::error!(upstream = %spec.id, ca_file = %ca, error = %e, "CA certificate refused");
+                    }
+                }
+            }
+            // Empty roots: every TLS try fails (502) until the file is fixed.
+            Err(e) => tracing::error!(upstream = %spec.id, error = %e, "upstream CA file not loaded"),
+        },
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+    if let Some(name) = spec.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        if let Ok(name) = rustls::pki_types::ServerName::try_from(name) {
+            builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+        }
+    }
+    match spec.protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(tcp),
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => builder.enable_http2().wrap_connector(tcp),
+    }
+}
+
+/// Everything a request needs, immutable once published.
+pub struct Snapshot {
+    /// The routing revision this snapshot was built from.
+    pub revision: u64,
+    pub router: Router,
+    pub upstreams: HashMap<ObjectId, Arc<UpstreamRuntime>>,
+}
+
+impl Snapshot {
+    fn empty() -> Self {
+        Self { revision: 0, router: Router::build(&Table::default()), upstreams: HashMap::new() }
+    }
+}
+
+/// The data plane of one node: the published snapshot and the target state
+/// that outlives snapshots.
+pub struct Gateway {
+    config: GatewayConfig,
+    current: ArcSwap<Snapshot>,
+    /// Target health and load by (upstream, address). Only the snapshot
+    /// builder touches it; bounded by the upstream and target limits.
+    targets: Mutex<HashMap<(ObjectId, String), Arc<TargetState>>>,
+    epoch: Instant,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            targets: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The snapshot a request uses from start to end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Monotonic milliseconds since the gateway started (balancer clock).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Builds and publishes a snapshot of `routes` and `upstreams` at `revision`.
+    /// Returns how long the build took.
+    pub fn publish(&self, revision: u64, routes: &Table<Route>, upstreams: &Table<Upstream>) -> Duration {
+        let started = Instant::now();
+        let old = self.current.load_full();
+        let router = Router::build(routes);
+        let mut registry = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runtimes = HashMap::with_capacity(upstreams.len());
+        let mut live = std::collections::HashSet::new();
+        for (id, stored) in upstreams.iter() {
+            for t in &stored.spec.targets {
+                live.insert((id.clone(), t.addr.clone()));
+            }
+            let reuse = old.upstreams.get(id).filter(|rt| rt.revision == stored.revision);
+            let runtime = match reuse {
+                Some(rt) => rt.clone(),
+                None => {
+                    let states = stored
+                        .spec
+                        .targets
+                        .iter()
+                        .map(|t| {
+                            registry
+                                .entry((id.clone(), t.addr.clone()))
+                                .or_insert_with(|| TargetState::new(t.addr.clone()))
+                                .clone()
+                        })
+                        .collect();
+                    let rt =
+                        Arc::new(UpstreamRuntime::new(stored.spec.clone(), stored.revision, states, &self.config.region));
+                    crate::health::spawn_checker(&rt);
+                    rt
+                }
+            };
+            runtimes.insert(id.clone(), runtime);
+        }
+        registry.retain(|k, _| live.contains(k));
+        drop(registry);
+        self.current.store(Arc::new(Snapshot { revision, router, upstreams: runtimes }));
+        started.elapsed()
+    }
+}

@@ -1,0 +1,24 @@
+//! The data plane of a Raftgate node: a hyper reverse proxy that serves
+//! every request from one immutable snapshot of the replicated routes and
+//! upstreams, without locks or network calls for cluster decisions.
+//!
+//! - [`gateway`]: the published snapshot and what survives rebuilds.
+//! - [`router`]: the compiled route matcher.
+//! - [`pipeline`]: the phases of a request.
+//! - [`balance`]: target choice, health, circuit breaking, retry budget.
+//! - [`server`]: the listener and its limits.
+//! - [`error`]: the responses the gateway generates.
+//! - [`tls`]: certificates, SNI, client certificates and reload.
+
+pub mod balance;
+pub mod body;
+pub mod error;
+pub mod forwarded;
+pub mod gateway;
+pub mod health;
+pub mod pipeline;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+pub use gateway::{Gateway, GatewayConfig, Limits};

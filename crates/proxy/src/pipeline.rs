@@ -1,0 +1,394 @@
+//! The life of one request, as named phases.
+//!
+//! 1. [`request_filter`]: limits and ambiguity checks, host and path
+//!    normalisation. Refuses what must not go further.
+//! 2. [`route`]: the snapshot's router picks a route (404 / 405 otherwise).
+//! 3. [`upstream_request`]: the request the upstream will see: rewritten
+//!    path, hop-by-hop headers removed, the route's header operations,
+//!    forwarding headers and the request id.
+//! 4. [`send`]: pick a target (locality, balancing, health, circuit
+//!    breaker), send with per-try and total timeouts, retry idempotent
+//!    bodiless requests on the next target within the retry budget.
+//! 5. [`response_filter`]: hop-by-hop headers removed, the route's response
+//!    header operations, the request id.
+//! 6. logging: one structured line per request (target `raftgate::access`).
+//!
+//! Later stages (authentication, rate limits, WAF, cache) slot in between
+//! 2 and 3, each with the same shape: take the context, continue or respond.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use raftgate_model::path::normalize_path;
+use raftgate_model::route::{Balance, HashOn, UpstreamProtocol, DEFAULT_MAX_BODY_BYTES, DEFAULT_ROUTE_TIMEOUT_MS};
+use raftgate_model::Route;
+
+use crate::balance::{HashKey, Outcome};
+use crate::body::{empty, is_body_too_large, Limited, ProxyBody, Tracked};
+use crate::error::GatewayError;
+use crate::forwarded::{self, X_REQUEST_ID};
+use crate::gateway::{Gateway, Snapshot, UpstreamRuntime};
+use crate::router::{normalize_host, Match, RequestView};
+
+/// What the listener knows about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The verified client certificate (mTLS listeners), kept for the
+    /// identity stages.
+    pub client_cert: Option<Arc<crate::tls::ClientIdentity>>,
+}
+
+/// A request after [`request_filter`]: normalised host and path.
+struct Checked {
+    host: Option<String>,
+    path: String,
+    upgrade: bool,
+}
+
+/// Serves one request; never fails (errors become gateway responses).
+pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let request_id = forwarded::request_id(req.headers());
+    let method = req.method().clone();
+    let path_for_log = req.uri().path().chars().take(256).collect::<String>();
+    let snapshot = gateway.snapshot();
+    let mut route_id = None;
+    let response = match proxy(&gateway, &snapshot, &conn, &request_id, req, &mut route_id).await {
+        Ok(r) => r,
+        Err(e) => e.response(&request_id),
+    };
+    tracing::debug!(
+        target: "raftgate::access",
+        request_id = %request_id,
+        client = %conn.client,
+        method = %method,
+        path = %path_for_log,
+        route = route_id.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        duration_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+async fn proxy(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    request_id: &str,
+    mut req: Request<Incoming>,
+    route_id: &mut Option<String>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let checked = request_filter(gateway, &req)?;
+    let (route, upstream_path) = route(snapshot, &req, &checked)?;
+    *route_id = Some(route.id.to_string());
+    if route.https_redirect && conn.proto == "http" {
+        return redirect_to_https(gateway, &req, &checked, request_id);
+    }
+    let upstream = snapshot.upstreams.get(&route.upstream).ok_or(GatewayError::NoHealthyUpstream)?;
+
+    let limit = route.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if content_length(req.headers()).is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let client_upgrade = checked.upgrade.then(|| hyper::upgrade::on(&mut req));
+    let has_body = content_length(req.headers()).unwrap_or(0) != 0 || req.headers().contains_key(TRANSFER_ENCODING);
+    let (parts, body) = req.into_parts();
+    let headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path_and_query = format!("{upstream_path}{query}");
+    let body = Limited::new(body, limit).boxed_unsync();
+    let exchange = Exchange {
+        method: parts.method,
+        path_and_query,
+        headers,
+        body: Some(body),
+        has_body,
+        upgrade: checked.upgrade,
+        hash_key: hash_key(upstream, &parts.headers, conn),
+    };
+    let mut response = send(gateway, upstream, &route, exchange).await?;
+    if let Some(client_upgrade) = client_upgrade {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        }
+    }
+    Ok(response_filter(response, &route, request_id, conn))
+}
+
+/// A 308 to the same URL over HTTPS (this node's HTTPS port, or 443).
+fn redirect_to_https(
+    gateway: &Gateway,
+    req: &Request<Incoming>,
+    checked: &Checked,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let host = checked.host.as_deref().ok_or(GatewayError::BadRequest)?;
+    let port = match gateway.config().https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("https://{host}{port}{}{query}", checked.path);
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(http::header::LOCATION, HeaderValue::from_str(&location).map_err(|_| GatewayError::BadRequest)?);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    Ok(resp)
+}
+
+/// Phase 1: refuse what is too large, ambiguous or malformed; normalise host and path.
+fn request_filter(gateway: &Gateway, req: &Request<Incoming>) -> Result<Checked, GatewayError> {
+    let limits = &gateway.config().limits;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > limits.max_uri_bytes {
+        return Err(GatewayError::UriTooLong);
+    }
+    let headers = req.headers();
+    // Request smuggling: a length the two ends could read differently.
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        return Err(GatewayError::BadRequest);
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.any(|v| v != first) || first.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).is_none() {
+            return Err(GatewayError::BadRequest);
+        }
+    }
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::MethodNotAllowed(raftgate_model::route::Method::DEFAULT_ALLOWED.to_vec()));
+    }
+    let raw_host = req.uri().authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()));
+    let host = match raw_host {
+        Some(h) => Some(normalize_host(h).ok_or(GatewayError::BadRequest)?),
+        None => None,
+    };
+    let path = normalize_path(req.uri().path()).map_err(|_| GatewayError::BadRequest)?.into_owned();
+    let upgrade = req.version() == Version::HTTP_11
+        && headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    Ok(Checked { host, path, upgrade })
+}
+
+/// Phase 2: the route for this request and the path its upstream will see.
+fn route(snapshot: &Snapshot, req: &Request<Incoming>, checked: &Checked) -> Result<(Arc<Route>, String), GatewayError> {
+    let view = RequestView {
+        host: checked.host.as_deref(),
+        path: &checked.path,
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    match snapshot.router.find(&view) {
+        Match::Found(m) => Ok((m.route.clone(), m.upstream_path(&checked.path))),
+        Match::MethodNotAllowed { allowed } => Err(GatewayError::MethodNotAllowed(allowed)),
+        Match::NotFound => Err(GatewayError::RouteNotFound),
+    }
+}
+
+/// Phase 3: the headers the upstream receives.
+fn upstream_request(
+    conn: &ConnInfo,
+    request_id: &str,
+    route: &Route,
+    client_headers: &HeaderMap,
+    checked: &Checked,
+    protocol: UpstreamProtocol,
+) -> HeaderMap {
+    let mut headers = client_headers.clone();
+    let upgrade = checked.upgrade.then(|| headers.get(UPGRADE).cloned()).flatten();
+    let trailers = client_headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    forwarded::strip_hop_by_hop(&mut headers);
+    forwarded::apply_ops(&mut headers, &route.request_headers);
+    forwarded::add_forwarded(&mut headers, conn.client, conn.proto, checked.host.as_deref());
+    forwarded::set_client_cert(&mut headers, conn.client_cert.as_deref());
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if !route.preserve_host {
+        headers.remove(HOST);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, u);
+    }
+    if trailers && protocol != UpstreamProtocol::Http1 {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    headers
+}
+
+/// What phase 4 sends, possibly several times.
+struct Exchange {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: Option<ProxyBody>,
+    has_body: bool,
+    upgrade: bool,
+    hash_key: Option<Vec<u8>>,
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+}
+
+/// Phase 4: pick a target and send, retrying on the next target when allowed.
+async fn send(
+    gateway: &Gateway,
+    upstream: &Arc<UpstreamRuntime>,
+    route: &Route,
+    mut ex: Exchange,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let spec = &upstream.spec;
+    let total = Duration::from_millis(route.timeout_ms.unwrap_or(DEFAULT_ROUTE_TIMEOUT_MS).into());
+    let deadline = tokio::time::Instant::now() + total;
+    // A streamed body cannot be replayed: only bodiless idempotent requests retry.
+    let retryable = is_idempotent(&ex.method) && !ex.has_body && !ex.upgrade;
+    let max_tries = 1 + if retryable { spec.retries.attempts as usize } else { 0 };
+    upstream.retry_budget.record_request(gateway.now_ms());
+    let key = HashKey(ex.hash_key.as_deref());
+    let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
+    let mut last_error = GatewayError::NoHealthyUpstream;
+    for attempt in 0..max_tries {
+        let now_ms = gateway.now_ms();
+        if attempt > 0 && !upstream.retry_budget.try_acquire_retry(now_ms) {
+            break;
+        }
+        let Some((index, in_flight)) = upstream.balancer.pick(&key, &tried, now_ms) else {
+            if attempt == 0 {
+                last_error = GatewayError::NoHealthyUpstream;
+            }
+            break;
+        };
+        tried.push(index);
+        let target = &upstream.balancer.targets()[index];
+        let uri: Uri = match format!("{}://{}{}", upstream.scheme, target.addr, ex.path_and_query).parse() {
+            Ok(u) => u,
+            Err(_) => return Err(GatewayError::BadRequest),
+        };
+        let headers = if attempt + 1 < max_tries { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
+        let mut req = Request::new(ex.body.take().unwrap_or_else(empty));
+        *req.method_mut() = ex.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        *req.version_mut() =
+            if spec.protocol == UpstreamProtocol::Http1 { Version::HTTP_11 } else { Version::HTTP_2 };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let per_try = Duration::from_millis(spec.try_timeout_ms.into()).min(remaining);
+        if per_try.is_zero() {
+            last_error = GatewayError::UpstreamTimeout;
+            break;
+        }
+        let sent = Instant::now();
+        let outcome = tokio::time::timeout(per_try, upstream.client.request(req)).await;
+        let latency_us = sent.elapsed().as_micros() as u64;
+        match outcome {
+            Ok(Ok(resp)) => {
+                let failed = matches!(resp.status().as_u16(), 502..=504);
+                let result = if failed { Outcome::Failure } else { Outcome::Success };
+                upstream.balancer.record(index, result, latency_us, gateway.now_ms());
+                if failed && attempt + 1 < max_tries {
+                    last_error = GatewayError::UpstreamUnavailable;
+                    continue;
+                }
+                let (parts, body) = resp.into_parts();
+                let body = Tracked::new(body.map_err(Into::into), in_flight).boxed_unsync();
+                return Ok(Response::from_parts(parts, body));
+            }
+            Ok(Err(e)) => {
+                if is_body_too_large(&e) {
+                    return Err(GatewayError::BodyTooLarge);
+                }
+                upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                tracing::warn!(upstream = %spec.id, target = %target.addr, error = %error_chain(&e), "upstream try failed");
+                last_error = GatewayError::UpstreamUnavailable;
+            }
+            Err(_) => {
+                upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                tracing::warn!(upstream = %spec.id, target = %target.addr, timeout_ms = per_try.as_millis() as u64, "upstream try timed out");
+                last_error = GatewayError::UpstreamTimeout;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Phase 5: what the client receives.
+fn response_filter(mut resp: Response<ProxyBody>, route: &Route, request_id: &str, conn: &ConnInfo) -> Response<ProxyBody> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        forwarded::strip_hop_by_hop(resp.headers_mut());
+    }
+    let headers = resp.headers_mut();
+    forwarded::apply_ops(headers, &route.response_headers);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if let (Some(age), "https") = (route.hsts_max_age_s, conn.proto) {
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+            headers.insert(http::header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
+    resp
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        tracing::debug!("upgrade did not complete on one side");
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The consistent-hashing key the upstream asks for, if the request has it.
+fn hash_key(upstream: &UpstreamRuntime, headers: &HeaderMap, conn: &ConnInfo) -> Option<Vec<u8>> {
+    let Balance::Hash(on) = &upstream.spec.balance else { return None };
+    match on {
+        HashOn::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec()),
+        HashOn::ClientIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
+    }
+}
