@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     std::env::set_var("PROTOC", protoc);
-    let protos = ["../../proto/raft.proto", "../../proto/admin.proto"];
+    let protos = ["../../proto/raft.proto", "../../proto/admin.proto", "../../proto/echo.proto"];
     tonic_prost_build::configure().compile_protos(&protos, &["../../proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

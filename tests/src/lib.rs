@@ -294,7 +294,8 @@ pub async fn start_upstream(name: &'static str) -> (String, tokio::task::JoinHan
                 let text = String::from_utf8_lossy(&head);
                 let line = text.lines().next().unwrap_or("");
                 let body = format!("{name} {line}");
-                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }

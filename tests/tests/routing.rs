@@ -27,15 +27,28 @@ async fn routes_written_through_one_node_are_served_by_every_node() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let ep = admins[(follower - 1) as usize].clone();
     let file = cluster.dir.path().join("orders.yaml");
-    std::fs::write(&file, format!("id: orders\ntargets:\n  - addr: \"{up_addr}\"\nbalance: least_connections\n")).unwrap();
+    std::fs::write(&file, format!("id: orders\ntargets:\n  - addr: \"{up_addr}\"\nbalance: least_connections\n"))
+        .unwrap();
     let (ok, out, err) = ctl(&["--endpoint", &ep, "upstream", "apply", "-f", file.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("upstream orders: applied"), "{out}");
 
     // A route from flags.
     let (ok, _, err) = ctl(&[
-        "--endpoint", &ep, "route", "apply", "--id", "orders", "--upstream", "orders", "--host", "*.example.com",
-        "--template", "/orders/{id}", "--method", "GET",
+        "--endpoint",
+        &ep,
+        "route",
+        "apply",
+        "--id",
+        "orders",
+        "--upstream",
+        "orders",
+        "--host",
+        "*.example.com",
+        "--template",
+        "/orders/{id}",
+        "--method",
+        "GET",
     ]);
     assert!(ok, "{err}");
 
@@ -50,11 +63,28 @@ async fn routes_written_through_one_node_are_served_by_every_node() {
     }
 
     // Bad objects are refused whole, with the field named, and change nothing.
-    let (ok, _, err) = ctl(&["--endpoint", &ep, "route", "apply", "--id", "ghost", "--upstream", "missing", "--prefix", "/g"]);
+    let (ok, _, err) =
+        ctl(&["--endpoint", &ep, "route", "apply", "--id", "ghost", "--upstream", "missing", "--prefix", "/g"]);
     assert!(!ok && err.contains("upstream") && err.contains("does not exist"), "{err}");
-    let (ok, _, err) = ctl(&["--endpoint", &ep, "route", "apply", "--id", "bad", "--upstream", "orders", "--regex", "(["]);
+    let (ok, _, err) =
+        ctl(&["--endpoint", &ep, "route", "apply", "--id", "bad", "--upstream", "orders", "--regex", "(["]);
     assert!(!ok && err.contains("paths[0].regex"), "{err}");
-    let (ok, _, err) = ctl(&["--endpoint", &ep, "route", "apply", "--id", "dup", "--upstream", "orders", "--host", "*.example.com", "--template", "/orders/{id}", "--method", "GET"]);
+    let (ok, _, err) = ctl(&[
+        "--endpoint",
+        &ep,
+        "route",
+        "apply",
+        "--id",
+        "dup",
+        "--upstream",
+        "orders",
+        "--host",
+        "*.example.com",
+        "--template",
+        "/orders/{id}",
+        "--method",
+        "GET",
+    ]);
     assert!(!ok && err.contains("same requests"), "{err}");
     let bogus = cluster.dir.path().join("bogus.json");
     std::fs::write(&bogus, r#"{"id": "x", "upstream": "orders", "pathz": []}"#).unwrap();

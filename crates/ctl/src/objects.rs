@@ -93,9 +93,12 @@ impl FromFlags for RouteFlags {
             return Err("give -f FILE, or --id and --upstream".into());
         };
         let mut paths: Vec<Value> = Vec::new();
-        for (kind, list) in
-            [("exact", &self.exacts), ("prefix", &self.prefixes), ("template", &self.templates), ("regex", &self.regexes)]
-        {
+        for (kind, list) in [
+            ("exact", &self.exacts),
+            ("prefix", &self.prefixes),
+            ("template", &self.templates),
+            ("regex", &self.regexes),
+        ] {
             paths.extend(list.iter().map(|p| json!({ kind: p })));
         }
         let mut spec = json!({ "id": id, "upstream": upstream, "hosts": self.hosts, "paths": paths,
@@ -138,7 +141,9 @@ impl FromFlags for UpstreamFlags {
                 None => (t.as_str(), None),
             };
             let (addr, weight) = match rest.split_once('=') {
-                Some((a, w)) => (a, Some(w.parse::<u32>().map_err(|_| format!("--target {t:?}: weight must be a number"))?)),
+                Some((a, w)) => {
+                    (a, Some(w.parse::<u32>().map_err(|_| format!("--target {t:?}: weight must be a number"))?))
+                }
                 None => (rest, None),
             };
             let mut target = json!({ "addr": addr });

@@ -111,7 +111,10 @@ impl PathPattern {
             PathPattern::Exact(p) | PathPattern::Prefix(p) | PathPattern::Template(p) => {
                 // Parameters stand for one plain segment while the rest is checked.
                 let literal: String = if matches!(self, PathPattern::Template(_)) {
-                    p.split('/').map(|seg| if template_param(seg).is_some() { "p" } else { seg }).collect::<Vec<_>>().join("/")
+                    p.split('/')
+                        .map(|seg| if template_param(seg).is_some() { "p" } else { seg })
+                        .collect::<Vec<_>>()
+                        .join("/")
                 } else {
                     p.clone()
                 };
@@ -121,7 +124,10 @@ impl PathPattern {
                 }
                 if let PathPattern::Prefix(p) = self {
                     if p.len() > 1 && p.ends_with('/') {
-                        return Err(field_err(field, "a prefix must not end with '/' (it matches at segment boundaries)"));
+                        return Err(field_err(
+                            field,
+                            "a prefix must not end with '/' (it matches at segment boundaries)",
+                        ));
                     }
                 }
                 if let PathPattern::Template(p) = self {
@@ -132,7 +138,10 @@ impl PathPattern {
                                 let ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
                                     && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                                 if !ok {
-                                    return Err(field_err(field, format!("parameter name {name:?} must be a-z, 0-9 or '_'")));
+                                    return Err(field_err(
+                                        field,
+                                        format!("parameter name {name:?} must be a-z, 0-9 or '_'"),
+                                    ));
                                 }
                                 if names.contains(&name) {
                                     return Err(field_err(field, format!("parameter {name:?} appears twice")));
@@ -162,13 +171,10 @@ pub fn template_param(segment: &str) -> Option<&str> {
 
 /// Compiles a route regex anchored to the whole input, with a size limit.
 pub fn compile_regex(r: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{r})$"))
-        .size_limit(MAX_REGEX_PROGRAM_BYTES)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => format!("regex compiles to more than {MAX_REGEX_PROGRAM_BYTES} bytes"),
-            e => format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("syntax error")),
-        })
+    regex::RegexBuilder::new(&format!("^(?:{r})$")).size_limit(MAX_REGEX_PROGRAM_BYTES).build().map_err(|e| match e {
+        regex::Error::CompiledTooBig(_) => format!("regex compiles to more than {MAX_REGEX_PROGRAM_BYTES} bytes"),
+        e => format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("syntax error")),
+    })
 }
 
 /// How a header or query value must look for a predicate to hold.
@@ -210,7 +216,10 @@ impl Predicate {
                 compile_regex(r).map_err(|e| field_err(format!("{field}.value.regex"), e))?;
             }
             Some(ValueMatch::Exact(v) | ValueMatch::Prefix(v)) if v.len() > MAX_HEADER_VALUE_BYTES => {
-                return Err(field_err(format!("{field}.value"), format!("must be at most {MAX_HEADER_VALUE_BYTES} bytes")));
+                return Err(field_err(
+                    format!("{field}.value"),
+                    format!("must be at most {MAX_HEADER_VALUE_BYTES} bytes"),
+                ));
             }
             _ => {}
         }
@@ -225,7 +234,23 @@ pub fn is_header_name(s: &str) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_lowercase()
                 || b.is_ascii_digit()
-                || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
@@ -298,13 +323,19 @@ impl HeaderOps {
         }
         for (i, name) in self.remove.iter().enumerate() {
             if !is_header_name(name) {
-                return Err(field_err(format!("{field}.remove[{i}]"), format!("must be a lower-case header name, got {name:?}")));
+                return Err(field_err(
+                    format!("{field}.remove[{i}]"),
+                    format!("must be a lower-case header name, got {name:?}"),
+                ));
             }
         }
         for (op, map) in [("set", &self.set), ("add", &self.add)] {
             for (name, value) in map {
                 if !is_header_name(name) {
-                    return Err(field_err(format!("{field}.{op}"), format!("must be a lower-case header name, got {name:?}")));
+                    return Err(field_err(
+                        format!("{field}.{op}"),
+                        format!("must be a lower-case header name, got {name:?}"),
+                    ));
                 }
                 if is_hop_by_hop(name) || name == "host" || name == "content-length" {
                     return Err(field_err(format!("{field}.{op}.{name}"), "this header is managed by the gateway"));
@@ -322,8 +353,15 @@ impl HeaderOps {
 pub fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-            | "proxy-authenticate" | "proxy-authorization"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
     )
 }
 
@@ -390,7 +428,12 @@ impl Route {
         if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
             return Err(field_err("priority", format!("must be within ±{MAX_PRIORITY}")));
         }
-        for (name, len) in [("hosts", self.hosts.len()), ("paths", self.paths.len()), ("headers", self.headers.len()), ("query", self.query.len())] {
+        for (name, len) in [
+            ("hosts", self.hosts.len()),
+            ("paths", self.paths.len()),
+            ("headers", self.headers.len()),
+            ("query", self.query.len()),
+        ] {
             if len > MAX_LIST {
                 return Err(field_err(name, format!("at most {MAX_LIST} entries")));
             }
@@ -468,7 +511,8 @@ impl Route {
         m1.sort();
         m2.sort();
         let any_host = |r: &Route| if r.hosts.is_empty() { vec!["".to_string()] } else { r.hosts.clone() };
-        let any_path = |r: &Route| if r.paths.is_empty() { vec![PathPattern::Prefix("/".into())] } else { r.paths.clone() };
+        let any_path =
+            |r: &Route| if r.paths.is_empty() { vec![PathPattern::Prefix("/".into())] } else { r.paths.clone() };
         self.priority == other.priority
             && m1 == m2
             && sorted(&self.headers) == sorted(&other.headers)
@@ -681,8 +725,14 @@ impl Upstream {
                 return Err(field_err(format!("targets[{i}].weight"), "must be 1 to 1000"));
             }
             if let Some(r) = &t.region {
-                if r.is_empty() || r.len() > 64 || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-                    return Err(field_err(format!("targets[{i}].region"), "must be 1 to 64 characters of a-z, 0-9, '-' or '_'"));
+                if r.is_empty()
+                    || r.len() > 64
+                    || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                {
+                    return Err(field_err(
+                        format!("targets[{i}].region"),
+                        "must be 1 to 64 characters of a-z, 0-9, '-' or '_'",
+                    ));
                 }
             }
         }
@@ -690,7 +740,11 @@ impl Upstream {
             Balance::Hash(HashOn::Header(h)) if !is_header_name(h) => {
                 return Err(field_err("balance.hash.header", "must be a lower-case header name"))
             }
-            Balance::Hash(HashOn::Cookie(c)) if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b'=' | b',')) => {
+            Balance::Hash(HashOn::Cookie(c))
+                if c.is_empty()
+                    || c.len() > 256
+                    || !c.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b'=' | b',')) =>
+            {
                 return Err(field_err("balance.hash.cookie", "must be a cookie name"))
             }
             _ => {}
@@ -719,7 +773,10 @@ impl Upstream {
             return Err(field_err("outlier.consecutive_failures", "must be 1 to 1000"));
         }
         if o.base_ejection_ms == 0 || o.base_ejection_ms > o.max_ejection_ms || o.max_ejection_ms > MAX_TIMEOUT_MS {
-            return Err(field_err("outlier.base_ejection_ms", format!("must be 1 to max_ejection_ms (at most {MAX_TIMEOUT_MS})")));
+            return Err(field_err(
+                "outlier.base_ejection_ms",
+                format!("must be 1 to max_ejection_ms (at most {MAX_TIMEOUT_MS})"),
+            ));
         }
         if o.max_ejected_percent > 100 {
             return Err(field_err("outlier.max_ejected_percent", "must be 0 to 100"));
@@ -794,7 +851,10 @@ mod tests {
             (r#"{"id":"a","upstream":"u","hosts":["Example.com"]}"#, "hosts[0]"),
             (r#"{"id":"a","upstream":"u","hosts":["a.*.com"]}"#, "hosts[0]"),
             (r#"{"id":"a","upstream":"u","headers":[{"name":"X-A"}]}"#, "headers[0].name"),
-            (r#"{"id":"a","upstream":"u","request_headers":{"set":{"connection":"x"}}}"#, "request_headers.set.connection"),
+            (
+                r#"{"id":"a","upstream":"u","request_headers":{"set":{"connection":"x"}}}"#,
+                "request_headers.set.connection",
+            ),
             (r#"{"id":"a","upstream":"u","strip_prefix":true,"paths":[{"exact":"/a"}]}"#, "strip_prefix"),
             (r#"{"id":"a","upstream":"u","timeout_ms":0}"#, "timeout_ms"),
         ];
@@ -837,7 +897,8 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().field, "targets[0].addr");
         let empty: Upstream = serde_json::from_str(r#"{"id":"api","targets":[]}"#).unwrap();
         assert_eq!(empty.validate().unwrap_err().field, "targets");
-        let rr: Upstream = serde_json::from_str(r#"{"id":"api","targets":[{"addr":"a:1"}],"balance":"least_connections"}"#).unwrap();
+        let rr: Upstream =
+            serde_json::from_str(r#"{"id":"api","targets":[{"addr":"a:1"}],"balance":"least_connections"}"#).unwrap();
         assert_eq!(rr.balance, Balance::LeastConnections);
     }
 }

@@ -210,7 +210,16 @@ impl State {
             }
             Command::PutRoute { route, expected_revision } => {
                 self.check_route(route)?;
-                let effect = put(&mut self.routes, "route", &route.id, route, *expected_revision, MAX_ROUTES, revision, time_ms)?;
+                let effect = put(
+                    &mut self.routes,
+                    "route",
+                    &route.id,
+                    route,
+                    *expected_revision,
+                    MAX_ROUTES,
+                    revision,
+                    time_ms,
+                )?;
                 self.routing_revision = revision;
                 effect
             }
@@ -221,14 +230,27 @@ impl State {
             }
             Command::PutUpstream { upstream, expected_revision } => {
                 upstream.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
-                let effect =
-                    put(&mut self.upstreams, "upstream", &upstream.id, upstream, *expected_revision, MAX_UPSTREAMS, revision, time_ms)?;
+                let effect = put(
+                    &mut self.upstreams,
+                    "upstream",
+                    &upstream.id,
+                    upstream,
+                    *expected_revision,
+                    MAX_UPSTREAMS,
+                    revision,
+                    time_ms,
+                )?;
                 self.routing_revision = revision;
                 effect
             }
             Command::DeleteUpstream { id, expected_revision } => {
-                let users: Vec<&str> =
-                    self.routes.values().filter(|r| &r.spec.upstream == id).map(|r| r.spec.id.as_str()).take(5).collect();
+                let users: Vec<&str> = self
+                    .routes
+                    .values()
+                    .filter(|r| &r.spec.upstream == id)
+                    .map(|r| r.spec.id.as_str())
+                    .take(5)
+                    .collect();
                 if !users.is_empty() && self.upstreams.contains_key(id) {
                     return Err(Rejection::Conflict {
                         message: format!("upstream {:?} is used by route(s) {}", id.as_str(), users.join(", ")),

@@ -52,15 +52,21 @@ fn an_upstream_in_use_cannot_be_deleted() {
 fn a_conflicting_route_is_rejected_whole() {
     let mut s = State::default();
     s.apply(1, &put_upstream(upstream("api"))).unwrap();
-    s.apply(2, &put_route(route(serde_json::json!({"id": "a", "upstream": "api", "paths": [{"prefix": "/v1"}]})))).unwrap();
+    s.apply(2, &put_route(route(serde_json::json!({"id": "a", "upstream": "api", "paths": [{"prefix": "/v1"}]}))))
+        .unwrap();
     let before = s.clone();
     let b = route(serde_json::json!({"id": "b", "upstream": "api", "paths": [{"exact": "/x"}, {"prefix": "/v1"}]}));
     let err = s.apply(3, &put_route(b)).unwrap_err();
     assert!(matches!(err, Rejection::Conflict { .. }), "{err}");
     assert_eq!(s, before);
     // Replacing route a with itself is not a conflict.
-    s.apply(4, &put_route(route(serde_json::json!({"id": "a", "upstream": "api", "paths": [{"prefix": "/v1"}], "priority": 1}))))
-        .unwrap();
+    s.apply(
+        4,
+        &put_route(route(
+            serde_json::json!({"id": "a", "upstream": "api", "paths": [{"prefix": "/v1"}], "priority": 1}),
+        )),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -87,7 +93,8 @@ fn stale_revisions_are_refused_for_objects() {
 fn routing_state_survives_a_snapshot_round_trip_byte_for_byte() {
     let mut s = State::default();
     s.apply(1, &put_upstream(upstream("api"))).unwrap();
-    s.apply(2, &put_route(route(serde_json::json!({"id": "a", "upstream": "api", "hosts": ["*.example.com"]})))).unwrap();
+    s.apply(2, &put_route(route(serde_json::json!({"id": "a", "upstream": "api", "hosts": ["*.example.com"]}))))
+        .unwrap();
     let bytes = s.to_bytes();
     let back = State::from_bytes(&bytes).unwrap();
     assert_eq!(back, s);

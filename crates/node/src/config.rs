@@ -125,7 +125,11 @@ impl HttpsConfig {
             certificates: self
                 .certificates
                 .iter()
-                .map(|c| CertSpec { hosts: c.hosts.clone(), cert_file: c.cert_file.clone(), key_file: c.key_file.clone() })
+                .map(|c| CertSpec {
+                    hosts: c.hosts.clone(),
+                    cert_file: c.cert_file.clone(),
+                    key_file: c.key_file.clone(),
+                })
                 .collect(),
             client_ca_file: self.client_ca_file.clone(),
             client_auth: if self.client_auth.as_deref() == Some("optional") {
@@ -153,7 +157,9 @@ impl HttpsConfig {
         }
         match self.client_auth.as_deref() {
             None | Some("required") | Some("optional") => {}
-            Some(other) => return Err(field("https.client_auth", format!("must be required or optional, got {other:?}"))),
+            Some(other) => {
+                return Err(field("https.client_auth", format!("must be required or optional, got {other:?}")))
+            }
         }
         if self.client_auth.is_some() && self.client_ca_file.is_none() {
             return Err(field("https.client_auth", "needs https.client_ca_file"));

@@ -24,7 +24,8 @@ pub async fn serve_upstream(listener: TcpListener) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
             let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let header =
+                    |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let body = serde_json::json!({
                     "service": "raftgate-demo-upstream",
                     "method": req.method().as_str(),
@@ -47,7 +48,8 @@ pub async fn serve_upstream(listener: TcpListener) {
 /// Writes the demo upstream and a catch-all route unless they exist already.
 pub async fn seed(admin_endpoint: &str, upstream_addr: &str) -> Result<(), String> {
     let upstream = serde_json::json!({ "id": "demo", "targets": [{ "addr": upstream_addr }] });
-    let route = serde_json::json!({ "id": "demo", "upstream": "demo", "paths": [{ "prefix": "/" }], "priority": -1000 });
+    let route =
+        serde_json::json!({ "id": "demo", "upstream": "demo", "paths": [{ "prefix": "/" }], "priority": -1000 });
     let deadline = tokio::time::Instant::now() + SEED_TIMEOUT;
     let endpoint = format!("http://{admin_endpoint}");
     let mut last = String::new();

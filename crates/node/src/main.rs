@@ -40,6 +40,11 @@ enum Cmd {
     },
 }
 
+/// The data plane allocates per request (headers, bodies, futures); mimalloc
+/// measured cheaper than glibc's malloc here (see benches/proxy_vs_nginx.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -80,8 +80,10 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     };
     let node = start_node(&config, NodeEnv::default()).await?;
 
-    let https_port = config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
-    let gateway = Gateway::new(GatewayConfig { region: config.node.region.clone(), limits: config.http.to_limits(), https_port });
+    let https_port =
+        config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+    let gateway =
+        Gateway::new(GatewayConfig { region: config.node.region.clone(), limits: config.http.to_limits(), https_port });
     let follower = tokio::spawn(follow_routing(node.clone(), gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();

@@ -31,8 +31,14 @@ pub fn request_id(headers: &HeaderMap) -> String {
             return v.to_string();
         }
     }
-    let n: u128 = rand::random();
-    format!("{n:032x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 16] = rand::random();
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 /// Removes hop-by-hop headers, including those `Connection` names.
@@ -107,6 +113,12 @@ pub fn set_client_cert(headers: &mut HeaderMap, cert: Option<&crate::tls::Client
 
 /// Appends `item` to a comma-separated header, joining repeated fields into one.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(v) = HeaderValue::from_str(item) {
+            headers.insert(name, v);
+        }
+        return;
+    }
     let mut joined: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
     joined.push(item);
     if let Ok(v) = HeaderValue::from_str(&joined.join(", ")) {
@@ -160,7 +172,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("old"));
         h.insert("x-b", HeaderValue::from_static("gone"));
-        let ops: HeaderOps = serde_json::from_str(r#"{"remove":["x-b"],"set":{"x-a":"new"},"add":{"x-c":"1"}}"#).unwrap();
+        let ops: HeaderOps =
+            serde_json::from_str(r#"{"remove":["x-b"],"set":{"x-a":"new"},"add":{"x-c":"1"}}"#).unwrap();
         apply_ops(&mut h, &ops);
         assert_eq!(h["x-a"], "new");
         assert!(h.get("x-b").is_none());

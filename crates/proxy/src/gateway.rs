@@ -90,7 +90,9 @@ pub struct UpstreamRuntime {
     pub retry_budget: RetryBudget,
     pub client: UpstreamClient,
     /// `http` or `https`.
-    pub scheme: &'static str,
+    pub scheme: http::uri::Scheme,
+    /// Each target's address as a URI authority, in target order.
+    pub authorities: Vec<http::uri::Authority>,
 }
 
 impl UpstreamRuntime {
@@ -110,11 +112,17 @@ impl UpstreamRuntime {
         if matches!(spec.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2) {
             builder.http2_only(true);
         }
-        let scheme = if spec.tls.is_some() { "https" } else { "http" };
+        let scheme = if spec.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        // Validated as host:port when the upstream was written.
+        let authorities = spec
+            .targets
+            .iter()
+            .map(|t| t.addr.parse().unwrap_or_else(|_| http::uri::Authority::from_static("invalid.target:1")))
+            .collect();
         let client = builder.build(connector);
         let balancer = Balancer::new(&spec, states, region);
         let retry_budget = RetryBudget::new(&spec.retries);
-        Self { spec, revision, balancer, retry_budget, client, scheme }
+        Self { spec, revision, balancer, retry_budget, client, scheme, authorities }
     }
 }
 
@@ -231,8 +239,12 @@ impl Gateway {
                                 .clone()
                         })
                         .collect();
-                    let rt =
-                        Arc::new(UpstreamRuntime::new(stored.spec.clone(), stored.revision, states, &self.config.region));
+                    let rt = Arc::new(UpstreamRuntime::new(
+                        stored.spec.clone(),
+                        stored.revision,
+                        states,
+                        &self.config.region,
+                    ));
                     crate::health::spawn_checker(&rt);
                     rt
                 }
@@ -243,5 +255,65 @@ impl Gateway {
         drop(registry);
         self.current.store(Arc::new(Snapshot { revision, router, upstreams: runtimes }));
         started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use raftgate_model::Stored;
+
+    use super::*;
+
+    fn tables(upstreams: &[(&str, &[&str], u64)]) -> (Table<Route>, Table<Upstream>) {
+        let mut map = BTreeMap::new();
+        for (id, addrs, revision) in upstreams {
+            let targets: Vec<_> = addrs.iter().map(|a| serde_json::json!({ "addr": a })).collect();
+            let spec: Upstream = serde_json::from_value(serde_json::json!({ "id": id, "targets": targets })).unwrap();
+            map.insert(ObjectId::parse(*id).unwrap(), Stored { spec, revision: *revision, updated_ms: 0 });
+        }
+        (Table::default(), Arc::new(map))
+    }
+
+    fn gateway() -> Arc<Gateway> {
+        Gateway::new(GatewayConfig { region: "r".into(), limits: Limits::default(), https_port: None })
+    }
+
+    #[test]
+    fn an_unchanged_upstream_keeps_its_runtime_across_rebuilds() {
+        let gw = gateway();
+        let (routes, ups) = tables(&[("a", &["h:1"], 1), ("b", &["h:2"], 2)]);
+        gw.publish(2, &routes, &ups);
+        let first = gw.snapshot();
+        let (routes, ups) = tables(&[("a", &["h:1"], 1), ("b", &["h:2", "h:3"], 3)]);
+        gw.publish(3, &routes, &ups);
+        let second = gw.snapshot();
+        let id = |s: &str| ObjectId::parse(s).unwrap();
+        assert!(Arc::ptr_eq(&first.upstreams[&id("a")], &second.upstreams[&id("a")]), "pool and balancer kept");
+        assert!(
+            !Arc::ptr_eq(&first.upstreams[&id("b")], &second.upstreams[&id("b")]),
+            "a changed spec gets a new runtime"
+        );
+        // The surviving target keeps its state (load, ejection) in the new runtime.
+        let old_target = &first.upstreams[&id("b")].balancer.targets()[0];
+        let new_target = &second.upstreams[&id("b")].balancer.targets()[0];
+        assert!(Arc::ptr_eq(old_target, new_target));
+        assert_eq!(second.revision, 3);
+    }
+
+    #[test]
+    fn removed_targets_leave_the_registry() {
+        let gw = gateway();
+        let (routes, ups) = tables(&[("a", &["h:1", "h:2"], 1)]);
+        gw.publish(1, &routes, &ups);
+        assert_eq!(gw.targets.lock().unwrap().len(), 2);
+        let (routes, ups) = tables(&[("a", &["h:2"], 2)]);
+        gw.publish(2, &routes, &ups);
+        assert_eq!(gw.targets.lock().unwrap().len(), 1);
+        let (routes, ups) = tables(&[]);
+        gw.publish(3, &routes, &ups);
+        assert!(gw.targets.lock().unwrap().is_empty());
+        assert!(gw.snapshot().upstreams.is_empty());
     }
 }

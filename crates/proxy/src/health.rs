@@ -49,7 +49,7 @@ pub fn spawn_checker(runtime: &Arc<UpstreamRuntime>) {
 }
 
 async fn probe(runtime: &UpstreamRuntime, addr: &str, path: &str, timeout_ms: u32) -> bool {
-    let Ok(uri) = format!("{}://{addr}{path}", runtime.scheme).parse::<Uri>() else { return false };
+    let Ok(uri) = format!("{}://{addr}{path}", runtime.scheme.as_str()).parse::<Uri>() else { return false };
     let mut req = Request::new(empty());
     *req.uri_mut() = uri;
     if runtime.spec.protocol != raftgate_model::route::UpstreamProtocol::Http1 {

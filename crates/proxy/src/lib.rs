@@ -14,6 +14,7 @@ pub mod balance;
 pub mod body;
 pub mod error;
 pub mod forwarded;
+pub mod framing;
 pub mod gateway;
 pub mod health;
 pub mod pipeline;

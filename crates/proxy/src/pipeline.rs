@@ -45,6 +45,8 @@ pub struct ConnInfo {
     /// The verified client certificate (mTLS listeners), kept for the
     /// identity stages.
     pub client_cert: Option<Arc<crate::tls::ClientIdentity>>,
+    /// HTTP/1 framing seen on the raw bytes (see `framing`).
+    pub framing: Option<Arc<crate::framing::Framing>>,
 }
 
 /// A request after [`request_filter`]: normalised host and path.
@@ -58,25 +60,27 @@ struct Checked {
 pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = forwarded::request_id(req.headers());
-    let method = req.method().clone();
-    let path_for_log = req.uri().path().chars().take(256).collect::<String>();
+    let log = tracing::enabled!(target: "raftgate::access", tracing::Level::DEBUG)
+        .then(|| (req.method().clone(), req.uri().path().chars().take(256).collect::<String>()));
     let snapshot = gateway.snapshot();
-    let mut route_id = None;
-    let response = match proxy(&gateway, &snapshot, &conn, &request_id, req, &mut route_id).await {
+    let mut matched = None;
+    let response = match proxy(&gateway, &snapshot, &conn, &request_id, req, &mut matched).await {
         Ok(r) => r,
         Err(e) => e.response(&request_id),
     };
-    tracing::debug!(
-        target: "raftgate::access",
-        request_id = %request_id,
-        client = %conn.client,
-        method = %method,
-        path = %path_for_log,
-        route = route_id.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        duration_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    if let Some((method, path)) = log {
+        tracing::debug!(
+            target: "raftgate::access",
+            request_id = %request_id,
+            client = %conn.client,
+            method = %method,
+            path = %path,
+            route = matched.as_ref().map(|r: &Arc<Route>| r.id.as_str()).unwrap_or("-"),
+            status = response.status().as_u16(),
+            duration_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     response
 }
 
@@ -86,11 +90,14 @@ async fn proxy(
     conn: &ConnInfo,
     request_id: &str,
     mut req: Request<Incoming>,
-    route_id: &mut Option<String>,
+    matched: &mut Option<Arc<Route>>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
+    if conn.framing.as_ref().is_some_and(|f| f.next_request_is_ambiguous()) {
+        return Err(GatewayError::BadRequest);
+    }
     let checked = request_filter(gateway, &req)?;
     let (route, upstream_path) = route(snapshot, &req, &checked)?;
-    *route_id = Some(route.id.to_string());
+    *matched = Some(route.clone());
     if route.https_redirect && conn.proto == "http" {
         return redirect_to_https(gateway, &req, &checked, request_id);
     }
@@ -104,8 +111,11 @@ async fn proxy(
     let has_body = content_length(req.headers()).unwrap_or(0) != 0 || req.headers().contains_key(TRANSFER_ENCODING);
     let (parts, body) = req.into_parts();
     let headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let path_and_query = format!("{upstream_path}{query}");
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path,
+    };
+    let path_and_query = http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest)?;
     let body = Limited::new(body, limit).boxed_unsync();
     let exchange = Exchange {
         method: parts.method,
@@ -142,7 +152,8 @@ fn redirect_to_https(
     let location = format!("https://{host}{port}{}{query}", checked.path);
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    resp.headers_mut().insert(http::header::LOCATION, HeaderValue::from_str(&location).map_err(|_| GatewayError::BadRequest)?);
+    resp.headers_mut()
+        .insert(http::header::LOCATION, HeaderValue::from_str(&location).map_err(|_| GatewayError::BadRequest)?);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
@@ -170,7 +181,8 @@ fn request_filter(gateway: &Gateway, req: &Request<Incoming>) -> Result<Checked,
     if req.method() == Method::CONNECT {
         return Err(GatewayError::MethodNotAllowed(raftgate_model::route::Method::DEFAULT_ALLOWED.to_vec()));
     }
-    let raw_host = req.uri().authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()));
+    let raw_host =
+        req.uri().authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()));
     let host = match raw_host {
         Some(h) => Some(normalize_host(h).ok_or(GatewayError::BadRequest)?),
         None => None,
@@ -187,7 +199,11 @@ fn request_filter(gateway: &Gateway, req: &Request<Incoming>) -> Result<Checked,
 }
 
 /// Phase 2: the route for this request and the path its upstream will see.
-fn route(snapshot: &Snapshot, req: &Request<Incoming>, checked: &Checked) -> Result<(Arc<Route>, String), GatewayError> {
+fn route(
+    snapshot: &Snapshot,
+    req: &Request<Incoming>,
+    checked: &Checked,
+) -> Result<(Arc<Route>, String), GatewayError> {
     let view = RequestView {
         host: checked.host.as_deref(),
         path: &checked.path,
@@ -237,7 +253,7 @@ fn upstream_request(
 /// What phase 4 sends, possibly several times.
 struct Exchange {
     method: Method,
-    path_and_query: String,
+    path_and_query: http::uri::PathAndQuery,
     headers: HeaderMap,
     body: Option<ProxyBody>,
     has_body: bool,
@@ -279,17 +295,20 @@ async fn send(
         };
         tried.push(index);
         let target = &upstream.balancer.targets()[index];
-        let uri: Uri = match format!("{}://{}{}", upstream.scheme, target.addr, ex.path_and_query).parse() {
-            Ok(u) => u,
-            Err(_) => return Err(GatewayError::BadRequest),
-        };
+        let uri = Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(upstream.scheme.clone());
+            parts.authority = Some(upstream.authorities[index].clone());
+            parts.path_and_query = Some(ex.path_and_query.clone());
+            parts
+        })
+        .map_err(|_| GatewayError::BadRequest)?;
         let headers = if attempt + 1 < max_tries { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
         let mut req = Request::new(ex.body.take().unwrap_or_else(empty));
         *req.method_mut() = ex.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        *req.version_mut() =
-            if spec.protocol == UpstreamProtocol::Http1 { Version::HTTP_11 } else { Version::HTTP_2 };
+        *req.version_mut() = if spec.protocol == UpstreamProtocol::Http1 { Version::HTTP_11 } else { Version::HTTP_2 };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let per_try = Duration::from_millis(spec.try_timeout_ms.into()).min(remaining);
         if per_try.is_zero() {
@@ -342,7 +361,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Phase 5: what the client receives.
-fn response_filter(mut resp: Response<ProxyBody>, route: &Route, request_id: &str, conn: &ConnInfo) -> Response<ProxyBody> {
+fn response_filter(
+    mut resp: Response<ProxyBody>,
+    route: &Route,
+    request_id: &str,
+    conn: &ConnInfo,
+) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         forwarded::strip_hop_by_hop(resp.headers_mut());
     }

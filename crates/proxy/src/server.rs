@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::framing::FramingGuard;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ConnInfo};
 use crate::tls::{ClientIdentity, TlsSource};
@@ -67,6 +68,7 @@ pub async fn serve(
         })
     });
     let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
+    let max_head_bytes = limits.max_header_bytes;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -95,7 +97,8 @@ pub async fn serve(
             let _permit = permit;
             match acceptor {
                 None => {
-                    let conn_info = ConnInfo { client, proto: "http", client_cert: None };
+                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
+                    let conn_info = ConnInfo { client, proto: "http", client_cert: None, framing: Some(framing) };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }
                 Some(acceptor) => {
@@ -116,7 +119,8 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|certs| certs.first())
                         .map(|c| Arc::new(ClientIdentity::from_der(c.as_ref())));
-                    let conn_info = ConnInfo { client, proto: "https", client_cert };
+                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
+                    let conn_info = ConnInfo { client, proto: "https", client_cert, framing: Some(framing) };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }
             }
@@ -127,7 +131,10 @@ pub async fn serve(
         r.abort();
     }
     if tokio::time::timeout(Duration::from_millis(limits.drain_timeout_ms), graceful.shutdown()).await.is_err() {
-        tracing::warn!(drain_timeout_ms = limits.drain_timeout_ms, "data plane connections still open after the drain timeout");
+        tracing::warn!(
+            drain_timeout_ms = limits.drain_timeout_ms,
+            "data plane connections still open after the drain timeout"
+        );
     }
 }
 

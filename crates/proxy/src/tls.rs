@@ -214,10 +214,7 @@ impl TlsSource {
 }
 
 fn file_stamps(settings: &TlsSettings) -> Vec<Option<SystemTime>> {
-    let files = settings
-        .certificates
-        .iter()
-        .flat_map(|c| [&c.cert_file, &c.key_file])
-        .chain(settings.client_ca_file.as_ref());
+    let files =
+        settings.certificates.iter().flat_map(|c| [&c.cert_file, &c.key_file]).chain(settings.client_ca_file.as_ref());
     files.map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
 }

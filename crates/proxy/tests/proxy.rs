@@ -92,11 +92,15 @@ async fn path_tricks_cannot_bypass_the_route_that_guards_a_path() {
     )
     .await;
     for path in ["/admin", "/admin/../admin", "/%61dmin", "//admin", "/x/../admin", "/./admin", "/%2e%2e/admin"] {
-        let (resp, _) = raw(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(), 2_000).await;
+        let (resp, _) =
+            raw(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(), 2_000)
+                .await;
         assert!(resp.contains(r#""upstream":"admin""#) && resp.contains(r#""path":"/admin""#), "{path}: {resp}");
     }
     for path in ["/admin%2F..%2Fpublic", "/adm%zzin"] {
-        let (resp, _) = raw(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(), 2_000).await;
+        let (resp, _) =
+            raw(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(), 2_000)
+                .await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
     }
     assert_eq!(get(&gw.url("/administrator")).await.json()["upstream"], "public", "prefixes match whole segments");
@@ -107,17 +111,26 @@ async fn ambiguous_framing_is_refused_with_400_and_the_connection_closed() {
     let up = TestUpstream::echo("api").await;
     let gw = TestGateway::start(json!([{"id": "all", "upstream": "api"}]), json!([upstream("api", &[up.addr])])).await;
     let smuggle = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
-    // hyper reads Content-Length with Transfer-Encoding as chunked (RFC 9112
-    // §6.3) and closes the connection after the response, so the request
-    // smuggled behind it is never served.
     let (resp, closed) = raw(gw.addr, smuggle, 2_000).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("bad_request"), "{resp}");
     assert!(closed, "the connection is closed after an ambiguous request");
     assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "the smuggled request is never served: {resp}");
-    assert!(!resp.contains("/smuggled"), "{resp}");
-    let (resp, closed) = raw(gw.addr, b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 2_000).await;
+    // The same on a keep-alive connection, after an ordinary request.
+    let mut stream = b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    stream.extend_from_slice(smuggle);
+    let (resp, closed) = raw(gw.addr, &stream, 2_000).await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("HTTP/1.1 400") && closed, "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 2, "{resp}");
+    let (resp, closed) =
+        raw(gw.addr, b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 2_000).await;
     assert!(resp.starts_with("HTTP/1.1 400") && closed, "{resp}");
     let (resp, closed) = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: h\r\nX-Bad: a\x01b\r\n\r\n", 2_000).await;
     assert!(resp.starts_with("HTTP/1.1 400") && closed, "{resp}");
+    // Chunked and Content-Length bodies on one connection are not mistaken for smuggling.
+    let ok = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcPOST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let (resp, _) = raw(gw.addr, ok, 2_000).await;
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 3, "{resp}");
 }
 
 #[tokio::test]
@@ -132,7 +145,12 @@ async fn size_limits_answer_413_414_and_431() {
     let a = send(&http1_client(), big).await;
     assert_eq!((a.status, a.json()["error"]["code"].as_str()), (413, Some("body_too_large")));
     // Chunked, so the size is only known while streaming.
-    let (resp, _) = raw(gw.addr, b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\naaaaaaaa\r\n8\r\naaaaaaaa\r\n0\r\n\r\n", 2_000).await;
+    let (resp, _) = raw(
+        gw.addr,
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\naaaaaaaa\r\n8\r\naaaaaaaa\r\n0\r\n\r\n",
+        2_000,
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     let ok = Request::post(gw.url("/x")).body(full(vec![b'a'; 10])).unwrap();
     assert_eq!(send(&http1_client(), ok).await.json()["body_bytes"], 10);
@@ -178,7 +196,10 @@ async fn grpc_streams_and_trailers_pass_through_h2c() {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
         trailers.insert("grpc-message", "ok".parse().unwrap());
-        let frames = vec![Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(body)), Ok(hyper::body::Frame::trailers(trailers))];
+        let frames = vec![
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(body)),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
         let mut resp = hyper::Response::new(StreamBody::new(futures::stream::iter(frames)).boxed_unsync());
         resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
         resp
@@ -336,13 +357,19 @@ async fn a_long_streaming_response_survives_a_route_update() {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Some((Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from(format!("chunk{i};")))), i + 1))
+            Some((
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from(
+                    format!("chunk{i};"),
+                ))),
+                i + 1,
+            ))
         });
         hyper::Response::new(StreamBody::new(chunks).boxed_unsync())
     })
     .await;
     let other = TestUpstream::echo("other").await;
-    let mut gw = TestGateway::start(json!([{"id": "stream", "upstream": "s"}]), json!([upstream("s", &[up.addr])])).await;
+    let mut gw =
+        TestGateway::start(json!([{"id": "stream", "upstream": "s"}]), json!([upstream("s", &[up.addr])])).await;
     let resp = http1_client().request(Request::get(gw.url("/feed")).body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     // Re-point the route and remove the streaming upstream while the body flows.
@@ -412,4 +439,77 @@ async fn active_health_checks_take_a_failing_target_out_and_bring_it_back() {
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(bodies(10).await.contains(&"flaky".to_string()), "a recovered target gets traffic again");
+}
+
+mod grpc {
+    use std::pin::Pin;
+
+    use futures::Stream;
+    use raftgate_proto::testing::echo_client::EchoClient;
+    use raftgate_proto::testing::echo_server::{Echo, EchoServer};
+    use raftgate_proto::testing::{EchoReply, EchoRequest};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    struct EchoService;
+
+    #[tonic::async_trait]
+    impl Echo for EchoService {
+        async fn say(&self, req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+            let r = req.into_inner();
+            if r.fail_with != 0 {
+                return Err(Status::new(tonic::Code::from(r.fail_with), "asked to fail"));
+            }
+            Ok(Response::new(EchoReply { message: format!("echo: {}", r.message) }))
+        }
+
+        type RepeatStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+        async fn repeat(&self, req: Request<EchoRequest>) -> Result<Response<Self::RepeatStream>, Status> {
+            let r = req.into_inner();
+            let mut items: Vec<Result<EchoReply, Status>> =
+                (0..r.count).map(|i| Ok(EchoReply { message: format!("{} #{i}", r.message) })).collect();
+            if r.fail_with != 0 {
+                items.push(Err(Status::new(tonic::Code::from(r.fail_with), "stream failed")));
+            }
+            Ok(Response::new(Box::pin(futures::stream::iter(items))))
+        }
+    }
+
+    #[tokio::test]
+    async fn real_grpc_calls_and_streams_keep_their_status_through_the_gateway() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(EchoServer::new(EchoService))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let gw = TestGateway::start(
+            json!([{"id": "echo", "upstream": "echo", "paths": [{"prefix": "/raftgate.testing.v1.Echo"}], "methods": ["POST"]}]),
+            json!([{"id": "echo", "protocol": "h2c", "targets": [{"addr": addr.to_string()}]}]),
+        )
+        .await;
+        let mut client = EchoClient::connect(gw.url("")).await.unwrap();
+        let reply = client.say(EchoRequest { message: "hi".into(), count: 0, fail_with: 0 }).await.unwrap();
+        assert_eq!(reply.into_inner().message, "echo: hi");
+
+        let err = client.say(EchoRequest { message: "x".into(), count: 0, fail_with: 7 }).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (tonic::Code::PermissionDenied, "asked to fail"));
+
+        let mut stream =
+            client.repeat(EchoRequest { message: "m".into(), count: 3, fail_with: 14 }).await.unwrap().into_inner();
+        let mut got = Vec::new();
+        let end = loop {
+            match stream.message().await {
+                Ok(Some(m)) => got.push(m.message),
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            }
+        };
+        assert_eq!(got, ["m #0", "m #1", "m #2"]);
+        let end = end.expect("the trailing status reaches the client");
+        assert_eq!((end.code(), end.message()), (tonic::Code::Unavailable, "stream failed"));
+    }
 }

@@ -67,10 +67,7 @@ impl Pki {
             .with_root_certificates(roots);
         let mut config = match cert {
             Some(leaf) => builder
-                .with_client_auth_cert(
-                    vec![leaf.der.clone()],
-                    PrivateKeyDer::try_from(leaf.key_der.clone()).unwrap(),
-                )
+                .with_client_auth_cert(vec![leaf.der.clone()], PrivateKeyDer::try_from(leaf.key_der.clone()).unwrap())
                 .unwrap(),
             None => builder.with_no_client_auth(),
         };
@@ -80,7 +77,11 @@ impl Pki {
 }
 
 fn spec(hosts: &[&str], leaf: &Leaf) -> CertSpec {
-    CertSpec { hosts: hosts.iter().map(|h| h.to_string()).collect(), cert_file: leaf.cert_file.clone(), key_file: leaf.key_file.clone() }
+    CertSpec {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        cert_file: leaf.cert_file.clone(),
+        key_file: leaf.key_file.clone(),
+    }
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -97,7 +98,8 @@ async fn get_over(stream: Tls, host: &str, path: &str) -> Result<(u16, String, h
     let io = TokioIo::new(stream);
     let req = http::Request::get(format!("https://{host}{path}")).header("host", host).body(full("")).unwrap();
     let resp = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         send.send_request(req).await.map_err(|e| e.to_string())?
     } else {
@@ -231,7 +233,11 @@ async fn certificates_reload_without_dropping_open_connections() {
     std::fs::copy(&first.cert_file, &cert_file).unwrap();
     std::fs::copy(&first.key_file, &key_file).unwrap();
     let settings = TlsSettings {
-        certificates: vec![CertSpec { hosts: vec!["api.example.com".into()], cert_file: cert_file.clone(), key_file: key_file.clone() }],
+        certificates: vec![CertSpec {
+            hosts: vec!["api.example.com".into()],
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        }],
         client_ca_file: None,
         client_auth: ClientAuth::Optional,
     };
@@ -249,7 +255,8 @@ async fn certificates_reload_without_dropping_open_connections() {
     // An open HTTP/2 connection made with the first certificate.
     let s = tls_connect(gw.addr, pki.client_config(&[b"h2"], None), "api.example.com").await.unwrap();
     assert_eq!(peer_der(&s), first.der);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
     tokio::spawn(conn);
 
     // A broken file keeps the old certificate in service.
@@ -283,7 +290,8 @@ async fn plain_http_is_redirected_to_https_when_the_route_asks() {
         Some(8443),
     )
     .await;
-    let req = http::Request::get(gw.url("/secure/a/../b?x=1")).header("host", "Shop.Example.com").body(full("")).unwrap();
+    let req =
+        http::Request::get(gw.url("/secure/a/../b?x=1")).header("host", "Shop.Example.com").body(full("")).unwrap();
     let a = send(&http1_client(), req).await;
     assert_eq!(a.status, 308);
     assert_eq!(a.headers["location"], "https://shop.example.com:8443/secure/b?x=1");

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Plain reverse proxying: Raftgate against nginx, in the same run, in front of
+# the same fast upstream, each proxy pinned to the same single core.
+#
+#   benches/proxy_vs_nginx.sh            # 10 s per run, 3 rounds
+#   DURATION=20 ROUNDS=5 benches/proxy_vs_nginx.sh
+#
+# Layout on a 2-core machine: the proxy under test on core 1 (taskset), the
+# upstream (an nginx `return 200` server) and the load generator (wrk, one
+# thread, keep-alive) on core 0. Throughput alone saturates near the proxy's
+# limit on 2 cores, so the script also prints CPU time per request of each
+# proxy, read from /proc/<pid>/stat (utime + stime) before and after a run.
+# Rounds alternate nginx and raftgate so drift hits both; the figures are
+# medians. Needs nginx and wrk (Debian packages `nginx-light`/`nginx` and
+# `wrk`); run it alone: a build beside it moves the figures by 20-50%.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+PROXY_CORE=${PROXY_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18081}
+RAFTGATE_PORT=${RAFTGATE_PORT:-18082}
+
+for tool in nginx wrk taskset; do
+    if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "missing $tool: apt-get install nginx-light wrk util-linux" >&2
+        exit 2
+    fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --bin raftgate --bin raftgatectl
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The upstream: nginx answering 200 with a small body, on the load core.
+cat >"$WORK/upstream.conf" <<EOF
+daemon off; worker_processes 1; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$UPSTREAM_PORT; keepalive_requests 1000000;
+    location / { return 200 "hello from the upstream\n"; } } }
+EOF
+taskset -c "$LOAD_CORE" "$NGINX" -c "$WORK/upstream.conf" -p "$WORK" &
+PIDS+=($!)
+
+# nginx as the reverse proxy, one worker, pooled keep-alive to the upstream.
+cat >"$WORK/proxy.conf" <<EOF
+daemon off; worker_processes 1; pid $WORK/proxy.pid; error_log $WORK/proxy.err warn;
+events { worker_connections 4096; }
+http { access_log off;
+  upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT; keepalive_requests 1000000;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+EOF
+taskset -c "$PROXY_CORE" "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" &
+PIDS+=($!)
+
+# Raftgate: one node, one worker thread on the proxy core.
+cat >"$WORK/raftgate.toml" <<EOF
+[node]
+id = 1
+data_dir = "$WORK/data"
+[listen]
+raft = "127.0.0.1:18101"
+admin = "127.0.0.1:18201"
+http = "127.0.0.1:$RAFTGATE_PORT"
+[bootstrap]
+members = [{ id = 1, region = "local", raft_addr = "127.0.0.1:18101", admin_addr = "127.0.0.1:18201", http_addr = "127.0.0.1:$RAFTGATE_PORT" }]
+[log]
+level = "warn"
+EOF
+TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" ./target/release/raftgate serve -c "$WORK/raftgate.toml" >"$WORK/raftgate.log" 2>&1 &
+RAFTGATE_PID=$!
+PIDS+=($RAFTGATE_PID)
+CTL=(./target/release/raftgatectl --endpoint 127.0.0.1:18201)
+for _ in $(seq 1 100); do
+    "${CTL[@]}" upstream apply --id bench --target "127.0.0.1:$UPSTREAM_PORT" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+"${CTL[@]}" route apply --id bench --upstream bench --prefix / >/dev/null
+sleep 1
+
+nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# Prints "rps p50_ms p99_ms cpu_us_per_request" for one run against port $1 with process $2.
+run() {
+    local port=$1 pid=$2 before after out rps p50 p99 requests
+    curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "port $port does not answer" >&2; exit 1; }
+    before=$(cpu_ticks "$pid")
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+    after=$(cpu_ticks "$pid")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "errors during the run:" >&2; echo "$out" >&2; fi
+    awk -v r="$rps" -v a="$p50" -v b="$p99" -v t0="$before" -v t1="$after" -v n="$requests" -v hz="$TICK" '
+        function ms(x) { if (x ~ /us$/) return x / 1000; if (x ~ /ms$/) return x + 0; if (x ~ /s$/) return x * 1000; return x }
+        BEGIN { printf "%s %.3f %.3f %.2f\n", r, ms(a), ms(b), (t1 - t0) / hz * 1e6 / n }'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+NGINX_RESULTS=()
+RAFTGATE_RESULTS=()
+NGINX_PID=$(nginx_worker)
+for round in $(seq 1 "$ROUNDS"); do
+    NGINX_RESULTS+=("$(run "$NGINX_PORT" "$NGINX_PID")")
+    RAFTGATE_RESULTS+=("$(run "$RAFTGATE_PORT" "$RAFTGATE_PID")")
+    echo "round $round: nginx ${NGINX_RESULTS[-1]} | raftgate ${RAFTGATE_RESULTS[-1]}  (rps p50_ms p99_ms cpu_us/req)"
+done
+
+col() { local i=$1; shift; printf '%s\n' "$@" | awk -v i="$i" '{print $i}' | median; }
+echo
+echo "plain proxying, ${DURATION}s x ${ROUNDS} rounds, wrk -t1 -c${CONNECTIONS}, proxy on core ${PROXY_CORE} (medians)"
+printf '%-22s %12s %12s %8s\n' metric nginx raftgate ratio
+for i in 1 2 3 4; do
+    name=$(sed -n "${i}p" <<<$'requests/s\np50 latency (ms)\np99 latency (ms)\nCPU us per request')
+    n=$(col "$i" "${NGINX_RESULTS[@]}")
+    r=$(col "$i" "${RAFTGATE_RESULTS[@]}")
+    printf '%-22s %12s %12s %8.2f\n' "$name" "$n" "$r" "$(awk -v a="$r" -v b="$n" 'BEGIN {print (b > 0) ? a / b : 0}')"
+done
