@@ -145,11 +145,7 @@ impl Scanner {
                     None => Scan::Done,
                 };
             }
-            Scan::Trailers => {
-                if unit == b"\r\n" {
-                    self.state = Scan::Head;
-                }
-            }
+            Scan::Trailers if unit == b"\r\n" => self.state = Scan::Head,
             _ => {}
         }
     }
