@@ -11,7 +11,9 @@
 # limit on 2 cores, so the script also prints CPU time per request of each
 # proxy, read from /proc/<pid>/stat (utime + stime) before and after a run.
 # Rounds alternate nginx and raftgate so drift hits both; the figures are
-# medians. Needs nginx and wrk (Debian packages `nginx-light`/`nginx` and
+# medians. A third contender, a bare hyper proxy (benches/bare_proxy.rs: the
+# same HTTP stack with no routing or header work), shows how much of
+# Raftgate's cost is the stack's. Needs nginx and wrk (Debian packages `nginx-light`/`nginx` and
 # `wrk`); run it alone: a build beside it moves the figures by 20-50%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ LOAD_CORE=${LOAD_CORE:-0}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 RAFTGATE_PORT=${RAFTGATE_PORT:-18082}
+BARE_PORT=${BARE_PORT:-18083}
 
 for tool in nginx wrk taskset; do
     if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
@@ -34,6 +37,7 @@ done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --bin raftgate --bin raftgatectl
+cargo build --release -p raftgate-benches --example bare_proxy
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -90,6 +94,9 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 "${CTL[@]}" route apply --id bench --upstream bench --prefix / >/dev/null
+TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" ./target/release/examples/bare_proxy "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" &
+BARE_PID=$!
+PIDS+=($BARE_PID)
 sleep 1
 
 nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
@@ -117,20 +124,24 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 
 NGINX_RESULTS=()
 RAFTGATE_RESULTS=()
+BARE_RESULTS=()
 NGINX_PID=$(nginx_worker)
 for round in $(seq 1 "$ROUNDS"); do
     NGINX_RESULTS+=("$(run "$NGINX_PORT" "$NGINX_PID")")
     RAFTGATE_RESULTS+=("$(run "$RAFTGATE_PORT" "$RAFTGATE_PID")")
-    echo "round $round: nginx ${NGINX_RESULTS[-1]} | raftgate ${RAFTGATE_RESULTS[-1]}  (rps p50_ms p99_ms cpu_us/req)"
+    BARE_RESULTS+=("$(run "$BARE_PORT" "$BARE_PID")")
+    echo "round $round: nginx ${NGINX_RESULTS[-1]} | raftgate ${RAFTGATE_RESULTS[-1]} | bare hyper ${BARE_RESULTS[-1]}  (rps p50_ms p99_ms cpu_us/req)"
 done
 
 col() { local i=$1; shift; printf '%s\n' "$@" | awk -v i="$i" '{print $i}' | median; }
 echo
 echo "plain proxying, ${DURATION}s x ${ROUNDS} rounds, wrk -t1 -c${CONNECTIONS}, proxy on core ${PROXY_CORE} (medians)"
-printf '%-22s %12s %12s %8s\n' metric nginx raftgate ratio
+printf '%-22s %10s %10s %12s %16s %18s\n' metric nginx raftgate "bare hyper" "raftgate/nginx" "bare hyper/nginx"
 for i in 1 2 3 4; do
     name=$(sed -n "${i}p" <<<$'requests/s\np50 latency (ms)\np99 latency (ms)\nCPU us per request')
     n=$(col "$i" "${NGINX_RESULTS[@]}")
     r=$(col "$i" "${RAFTGATE_RESULTS[@]}")
-    printf '%-22s %12s %12s %8.2f\n' "$name" "$n" "$r" "$(awk -v a="$r" -v b="$n" 'BEGIN {print (b > 0) ? a / b : 0}')"
+    b=$(col "$i" "${BARE_RESULTS[@]}")
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print (b > 0) ? a / b : 0}'; }
+    printf '%-22s %10s %10s %12s %16.2f %18.2f\n' "$name" "$n" "$r" "$b" "$(ratio "$r" "$n")" "$(ratio "$b" "$n")"
 done

@@ -9,6 +9,7 @@
 //! verified client certificate is passed on as `X-Forwarded-Client-Cert`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
 use raftgate_model::route::{is_hop_by_hop, HeaderOps};
@@ -41,22 +42,39 @@ pub fn request_id(headers: &HeaderMap) -> String {
     id
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    let hop: Vec<HeaderName> = headers.keys().filter(|k| is_hop_by_hop(k.as_str())).cloned().collect();
-    for name in hop {
-        headers.remove(name);
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
+    debug_assert!(!headers.keys().any(|k| is_hop_by_hop(k.as_str())));
 }
 
 /// Applies a route's header operations: remove, then set, then add.
@@ -76,20 +94,38 @@ pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     }
 }
 
-/// Adds the X-Forwarded-* and Forwarded headers for a client at `client`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host: Option<&str>) {
-    let ip = client.ip().to_canonical();
-    append_list(headers, X_FORWARDED_FOR, &ip.to_string());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if proto == "https" { "https" } else { "http" }));
-    let host_value = host.and_then(|h| HeaderValue::from_str(h).ok());
-    if let Some(h) = &host_value {
-        headers.insert(X_FORWARDED_HOST, h.clone());
+/// How a client address appears in forwarding headers, computed once per
+/// connection: the IP as text (`X-Forwarded-For`) and as an RFC 7239 node
+/// (`Forwarded: for=`, IPv6 quoted and bracketed).
+#[derive(Clone, Debug)]
+pub struct ClientAddr {
+    pub ip: Arc<str>,
+    pub node: Arc<str>,
+}
+
+impl ClientAddr {
+    pub fn new(client: SocketAddr) -> Self {
+        let ip = client.ip().to_canonical();
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        Self { ip: ip.to_string().into(), node: node.into() }
     }
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto={proto}");
+}
+
+/// Adds the X-Forwarded-* and Forwarded headers for a client at `client`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &ClientAddr, proto: &str, host: Option<&str>) {
+    append_list(headers, X_FORWARDED_FOR, &client.ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if proto == "https" { "https" } else { "http" }));
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST, h);
+    }
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    element.push_str(&client.node);
+    element.push_str(";proto=");
+    element.push_str(proto);
     if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))) {
         element.push_str(";host=");
         element.push_str(h);
@@ -146,13 +182,13 @@ mod tests {
     fn forwarded_headers_append_to_what_the_client_sent() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        add_forwarded(&mut h, "10.1.2.3:5555".parse().unwrap(), "http", Some("api.example.com"));
+        add_forwarded(&mut h, &ClientAddr::new("10.1.2.3:5555".parse().unwrap()), "http", Some("api.example.com"));
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http;host=api.example.com");
         let mut h6 = HeaderMap::new();
-        add_forwarded(&mut h6, "[2001:db8::1]:80".parse().unwrap(), "https", None);
+        add_forwarded(&mut h6, &ClientAddr::new("[2001:db8::1]:80".parse().unwrap()), "https", None);
         assert_eq!(h6["forwarded"], "for=\"[2001:db8::1]\";proto=https");
     }
 

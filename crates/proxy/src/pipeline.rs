@@ -40,6 +40,8 @@ use crate::router::{normalize_host, Match, RequestView};
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
+    /// The client address as forwarding headers show it.
+    pub client_addr: forwarded::ClientAddr,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The verified client certificate (mTLS listeners), kept for the
@@ -232,7 +234,7 @@ fn upstream_request(
     let trailers = client_headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     forwarded::strip_hop_by_hop(&mut headers);
     forwarded::apply_ops(&mut headers, &route.request_headers);
-    forwarded::add_forwarded(&mut headers, conn.client, conn.proto, checked.host.as_deref());
+    forwarded::add_forwarded(&mut headers, &conn.client_addr, conn.proto, checked.host.as_deref());
     forwarded::set_client_cert(&mut headers, conn.client_cert.as_deref());
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, v);

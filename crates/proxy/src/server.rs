@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::forwarded::ClientAddr;
 use crate::framing::FramingGuard;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ConnInfo};
@@ -98,7 +99,13 @@ pub async fn serve(
             match acceptor {
                 None => {
                     let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
-                    let conn_info = ConnInfo { client, proto: "http", client_cert: None, framing: Some(framing) };
+                    let conn_info = ConnInfo {
+                        client,
+                        client_addr: ClientAddr::new(client),
+                        proto: "http",
+                        client_cert: None,
+                        framing: Some(framing),
+                    };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }
                 Some(acceptor) => {
@@ -120,7 +127,13 @@ pub async fn serve(
                         .and_then(|certs| certs.first())
                         .map(|c| Arc::new(ClientIdentity::from_der(c.as_ref())));
                     let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
-                    let conn_info = ConnInfo { client, proto: "https", client_cert, framing: Some(framing) };
+                    let conn_info = ConnInfo {
+                        client,
+                        client_addr: ClientAddr::new(client),
+                        proto: "https",
+                        client_cert,
+                        framing: Some(framing),
+                    };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }
             }

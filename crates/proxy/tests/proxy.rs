@@ -513,3 +513,34 @@ mod grpc {
         assert_eq!((end.code(), end.message()), (tonic::Code::Unavailable, "stream failed"));
     }
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::echo("api").await;
+    let limits = raftgate_proxy::Limits { header_read_timeout_ms: 300, ..Default::default() };
+    let gw =
+        TestGateway::start_with(json!([{"id": "r", "upstream": "api"}]), json!([upstream("api", &[up.addr])]), limits)
+            .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle after the response: the gateway closes within the limit (plus slack).
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+    // A client that never finishes its head is cut off too.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n").await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(_)) | Ok(Err(_))), "a slow head was not cut off");
+}
