@@ -41,6 +41,7 @@ pub struct HttpLimits {
     pub max_connections: usize,
     pub drain_timeout_ms: u64,
     pub tls_handshake_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -55,6 +56,7 @@ impl Default for HttpLimits {
             max_connections: d.max_connections,
             drain_timeout_ms: d.drain_timeout_ms,
             tls_handshake_timeout_ms: d.tls_handshake_timeout_ms,
+            stream_idle_timeout_ms: d.stream_idle_timeout_ms,
         }
     }
 }
@@ -70,11 +72,12 @@ impl HttpLimits {
             max_connections: self.max_connections,
             drain_timeout_ms: self.drain_timeout_ms,
             tls_handshake_timeout_ms: self.tls_handshake_timeout_ms,
+            stream_idle_timeout_ms: self.stream_idle_timeout_ms,
         }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&str, u64, u64, u64); 8] = [
+        let checks: [(&str, u64, u64, u64); 9] = [
             ("http.max_uri_bytes", self.max_uri_bytes as u64, 256, 65_536),
             ("http.max_header_bytes", self.max_header_bytes as u64, 8_192, 1 << 20),
             ("http.max_headers", self.max_headers as u64, 16, 1_000),
@@ -83,6 +86,7 @@ impl HttpLimits {
             ("http.max_connections", self.max_connections as u64, 1, 1_000_000),
             ("http.drain_timeout_ms", self.drain_timeout_ms, 0, 600_000),
             ("http.tls_handshake_timeout_ms", self.tls_handshake_timeout_ms, 100, 60_000),
+            ("http.stream_idle_timeout_ms", self.stream_idle_timeout_ms, 100, 86_400_000),
         ];
         for (name, v, min, max) in checks {
             if v < min || v > max {

@@ -2,9 +2,12 @@
 //!
 //! [`Limited`] counts request body bytes as they pass and fails the stream
 //! when a route's limit is crossed (a declared Content-Length over the limit
-//! is refused before anything is sent). [`Tracked`] holds a value, such as a
-//! target's in-flight slot, until the response body has been sent or dropped.
+//! is refused before anything is sent). [`IdleTimeout`] ends a stream that
+//! stalls (either direction) for longer than the stream idle timeout.
+//! [`Tracked`] holds a value, such as a target's in-flight slot, until the
+//! response body has been sent or dropped.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -118,6 +121,67 @@ where
     }
 }
 
+/// A body stream went quiet for longer than the stream idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {idle_ms} ms")]
+pub struct StreamIdle {
+    pub idle_ms: u64,
+}
+
+/// Fails the stream when no frame arrives for `idle`. The timer is created
+/// only once the body first has to wait, so bodies that are ready at once
+/// (most small ones) cost no timer.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+        Self { inner, idle, sleep: None }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(sleep) = this.sleep.as_mut() {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(StreamIdle { idle_ms: idle.as_millis() as u64 }))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Whether `err` (from a proxied exchange) was caused by [`BodyTooLarge`].
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -141,6 +205,19 @@ mod tests {
         let over = Limited::new(Full::new(Bytes::from_static(b"hello!")), 5);
         let err = over.collect().await.unwrap_err();
         assert!(is_body_too_large(err.as_ref()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_fails_after_the_idle_timeout() {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        let body = http_body_util::StreamBody::new(rx);
+        let mut body = IdleTimeout::new(body, std::time::Duration::from_millis(500));
+        tx.try_send(Ok(Frame::data(Bytes::from_static(b"a")))).unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let waited = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<StreamIdle>(), "{err}");
+        assert_eq!(waited.elapsed(), std::time::Duration::from_millis(500));
     }
 
     #[tokio::test]

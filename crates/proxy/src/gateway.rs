@@ -53,6 +53,8 @@ pub struct Limits {
     pub drain_timeout_ms: u64,
     /// Time for a client's TLS handshake.
     pub tls_handshake_timeout_ms: u64,
+    /// A request or response body that sends nothing for this long is cut.
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +68,7 @@ impl Default for Limits {
             max_connections: 10_000,
             drain_timeout_ms: 10_000,
             tls_handshake_timeout_ms: 10_000,
+            stream_idle_timeout_ms: 300_000,
         }
     }
 }

@@ -30,7 +30,7 @@ use raftgate_model::route::{Balance, HashOn, UpstreamProtocol, DEFAULT_MAX_BODY_
 use raftgate_model::Route;
 
 use crate::balance::{HashKey, Outcome};
-use crate::body::{empty, is_body_too_large, Limited, ProxyBody, Tracked};
+use crate::body::{empty, is_body_too_large, IdleTimeout, Limited, ProxyBody, Tracked};
 use crate::error::GatewayError;
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::gateway::{Gateway, Snapshot, UpstreamRuntime};
@@ -118,7 +118,8 @@ async fn proxy(
         None => upstream_path,
     };
     let path_and_query = http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest)?;
-    let body = Limited::new(body, limit).boxed_unsync();
+    let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+    let body = IdleTimeout::new(Limited::new(body, limit), idle).boxed_unsync();
     let exchange = Exchange {
         method: parts.method,
         path_and_query,
@@ -170,6 +171,14 @@ fn request_filter(gateway: &Gateway, req: &Request<Incoming>) -> Result<Checked,
         return Err(GatewayError::UriTooLong);
     }
     let headers = req.headers();
+    // hyper enforces a hard ceiling at twice these; within it the answer is ours (JSON).
+    if headers.len() > limits.max_headers {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    let head_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + target_len;
+    if head_bytes > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge);
+    }
     // Request smuggling: a length the two ends could read differently.
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         return Err(GatewayError::BadRequest);
@@ -330,7 +339,8 @@ async fn send(
                     continue;
                 }
                 let (parts, body) = resp.into_parts();
-                let body = Tracked::new(body.map_err(Into::into), in_flight).boxed_unsync();
+                let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+                let body = Tracked::new(IdleTimeout::new(body, idle), in_flight).boxed_unsync();
                 return Ok(Response::from_parts(parts, body));
             }
             Ok(Err(e)) => {

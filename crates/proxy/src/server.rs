@@ -3,8 +3,9 @@
 //!
 //! Bounds: at most `max_connections` open connections (a semaphore; beyond
 //! it, new connections wait in the kernel's accept queue), a request head of
-//! at most `max_header_bytes` in at most `max_headers` fields (hyper answers
-//! 431 beyond either) that must arrive within `header_read_timeout_ms`, and
+//! at most `max_header_bytes` in at most `max_headers` fields (the pipeline
+//! answers 431 with a JSON error beyond either; hyper itself cuts off heads
+//! over twice those) that must arrive within `header_read_timeout_ms`, and
 //! `max_concurrent_streams` per HTTP/2 connection. On shutdown the listener
 //! stops accepting, every connection finishes the requests it has (HTTP/1
 //! closes after the current response, HTTP/2 sends GOAWAY) and anything still
@@ -45,14 +46,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes * 2)
+        .max_headers(limits.max_headers * 2)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_header_list_size((limits.max_header_bytes * 2) as u32)
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);

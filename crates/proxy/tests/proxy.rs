@@ -147,7 +147,7 @@ async fn size_limits_answer_413_414_and_431() {
     // Chunked, so the size is only known while streaming.
     let (resp, _) = raw(
         gw.addr,
-        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\naaaaaaaa\r\n8\r\naaaaaaaa\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n8\r\naaaaaaaa\r\n8\r\naaaaaaaa\r\n0\r\n\r\n",
         2_000,
     )
     .await;
@@ -156,15 +156,19 @@ async fn size_limits_answer_413_414_and_431() {
     assert_eq!(send(&http1_client(), ok).await.json()["body_bytes"], 10);
     let long = format!("/{}", "a".repeat(9_000));
     assert_eq!(get(&gw.url(&long)).await.status, 414);
-    let mut many = String::from("GET /x HTTP/1.1\r\nHost: h\r\n");
+    let mut many = String::from("GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n");
     for i in 0..150 {
         many.push_str(&format!("x-h{i}: v\r\n"));
     }
     many.push_str("\r\n");
     let (resp, _) = raw(gw.addr, many.as_bytes(), 2_000).await;
-    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
-    let huge = format!("GET /x HTTP/1.1\r\nHost: h\r\nx-big: {}\r\n\r\n", "b".repeat(70 * 1024));
+    assert!(resp.starts_with("HTTP/1.1 431") && resp.contains("headers_too_large"), "{resp}");
+    let huge = format!("GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\nx-big: {}\r\n\r\n", "b".repeat(70 * 1024));
     let (resp, _) = raw(gw.addr, huge.as_bytes(), 2_000).await;
+    assert!(resp.starts_with("HTTP/1.1 431") && resp.contains("headers_too_large"), "{resp}");
+    // Far beyond the limit, hyper cuts the head off itself (still 431).
+    let enormous = format!("GET /x HTTP/1.1\r\nHost: h\r\nx-big: {}\r\n\r\n", "b".repeat(200 * 1024));
+    let (resp, _) = raw(gw.addr, enormous.as_bytes(), 2_000).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
 }
 
@@ -543,4 +547,32 @@ async fn idle_client_connections_are_closed() {
     slow.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n").await.unwrap();
     let cut = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await;
     assert!(matches!(cut, Ok(Ok(_)) | Ok(Err(_))), "a slow head was not cut off");
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_after_the_stream_idle_timeout() {
+    use http_body_util::{BodyExt, StreamBody};
+    let up = TestUpstream::start(|_req| async {
+        let chunks = futures::stream::unfold(0u32, |i| async move {
+            if i > 0 {
+                // Stalls after the first chunk, far longer than the idle timeout.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Some((
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                    b"first",
+                ))),
+                i + 1,
+            ))
+        });
+        hyper::Response::new(StreamBody::new(chunks).boxed_unsync())
+    })
+    .await;
+    let limits = raftgate_proxy::Limits { stream_idle_timeout_ms: 300, ..Default::default() };
+    let gw = TestGateway::start_with(json!([{"id": "r", "upstream": "u"}]), json!([upstream("u", &[up.addr])]), limits)
+        .await;
+    let resp = http1_client().request(Request::get(gw.url("/stream")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+    assert!(matches!(outcome, Ok(Err(_))), "the stalled body was not cut: {outcome:?}");
 }
