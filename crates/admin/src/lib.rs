@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_cluster::{ClusterError, ClusterNode, Membership};
-use raftgate_model::{Command, NodeInfo, ObjectId, Rejection, Route, SettingKey, SettingValue, Upstream};
+use raftgate_model::{Command, Consumer, NodeInfo, ObjectId, Rejection, Route, SettingKey, SettingValue, Upstream};
 use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_server::{Admin, AdminServer};
 use tonic::{Request, Response, Status};
@@ -219,12 +219,24 @@ impl Admin for AdminService {
     async fn list_upstreams(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
         self.list_objects::<Upstream, _, _>(req, |mut c, r| async move { c.list_upstreams(r).await }).await
     }
+    async fn apply_consumer(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<Consumer, _, _>(req, |mut c, r| async move { c.apply_consumer(r).await }).await
+    }
+    async fn delete_consumer(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<Consumer, _, _>(req, |mut c, r| async move { c.delete_consumer(r).await }).await
+    }
+    async fn get_consumer(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<Consumer, _, _>(req, |mut c, r| async move { c.get_consumer(r).await }).await
+    }
+    async fn list_consumers(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<Consumer, _, _>(req, |mut c, r| async move { c.list_consumers(r).await }).await
+    }
 }
 
 /// The leader's admin client, as the forwarder hands it to a forwarding call.
 type LeaderClient = raftgate_proto::admin::admin_client::AdminClient<tonic::transport::Channel>;
 
-/// Routes and upstreams share one implementation per operation.
+/// Routes, upstreams and consumers share one implementation per operation.
 impl AdminService {
     async fn apply_object<K, F, Fut>(&self, req: Request<pb::ApplyObjectRequest>, fwd: F) -> Reply<pb::WriteReply>
     where

@@ -1,4 +1,4 @@
-//! Routes and upstreams over the admin API.
+//! Routes, upstreams and consumers over the admin API.
 //!
 //! Objects arrive as JSON (`spec_json`), are decoded with unknown fields
 //! refused, validated whole (the error names the first bad field) and become
@@ -6,7 +6,7 @@
 //! conflicts. Reads return the canonical JSON of the stored object.
 
 use raftgate_cluster::{Applied, ClusterError};
-use raftgate_model::{Command, ObjectId, Route, Stored, Table, Upstream};
+use raftgate_model::{Command, Consumer, ObjectId, Route, Stored, Table, Upstream};
 use raftgate_proto::admin as pb;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -62,6 +62,25 @@ impl Kind for Upstream {
     }
     fn table(applied: &Applied) -> &Table<Self> {
         applied.state.upstreams()
+    }
+}
+
+impl Kind for Consumer {
+    const NAME: &'static str = "consumer";
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+    fn validate(&self) -> Result<(), raftgate_model::FieldError> {
+        Consumer::validate(self)
+    }
+    fn put(self, expected_revision: Option<u64>) -> Command {
+        Command::PutConsumer { consumer: self, expected_revision }
+    }
+    fn delete(id: ObjectId, expected_revision: Option<u64>) -> Command {
+        Command::DeleteConsumer { id, expected_revision }
+    }
+    fn table(applied: &Applied) -> &Table<Self> {
+        applied.state.consumers()
     }
 }
 

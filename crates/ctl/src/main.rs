@@ -16,7 +16,7 @@ use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-use objects::{FromFlags, ObjectCmd, RouteFlags, UpstreamFlags};
+use objects::{ConsumerFlags, FromFlags, ObjectCmd, RouteFlags, UpstreamFlags};
 use output::Output;
 
 #[derive(Parser)]
@@ -57,6 +57,9 @@ enum Cmd {
     /// Upstreams: targets, balancing, health and timeouts.
     #[command(subcommand)]
     Upstream(ObjectCmd<UpstreamFlags>),
+    /// Consumers: who credentials stand for (groups, plan, metadata, enabled).
+    #[command(subcommand)]
+    Consumer(ObjectCmd<ConsumerFlags>),
 }
 
 #[derive(Subcommand)]
@@ -232,19 +235,31 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             let reply = client.list_settings(req).await.map_err(describe)?.into_inner();
             out.settings(&reply.settings, &reply.next_after);
         }
-        Cmd::Route(cmd) => object_command(&mut client, &out, "route", cmd).await?,
-        Cmd::Upstream(cmd) => object_command(&mut client, &out, "upstream", cmd).await?,
+        Cmd::Route(cmd) => object_command(&mut client, &out, Kind::Route, cmd).await?,
+        Cmd::Upstream(cmd) => object_command(&mut client, &out, Kind::Upstream, cmd).await?,
+        Cmd::Consumer(cmd) => object_command(&mut client, &out, Kind::Consumer, cmd).await?,
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Route,
+    Upstream,
+    Consumer,
 }
 
 async fn object_command<F: clap::Args + FromFlags>(
     client: &mut AdminClient<Channel>,
     out: &Output,
-    kind: &str,
+    kind: Kind,
     cmd: &ObjectCmd<F>,
 ) -> Result<(), String> {
-    let route = kind == "route";
+    let name = match kind {
+        Kind::Route => "route",
+        Kind::Upstream => "upstream",
+        Kind::Consumer => "consumer",
+    };
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
         ObjectCmd::Apply { file, flags, expected_revision } => {
@@ -255,24 +270,40 @@ async fn object_command<F: clap::Args + FromFlags>(
             for spec in specs {
                 let id = spec.get("id").and_then(|v| v.as_str()).unwrap_or("?").to_string();
                 let req = pb::ApplyObjectRequest { spec_json: spec.to_string(), expected_revision: *expected_revision };
-                let reply = if route { client.apply_route(req).await } else { client.apply_upstream(req).await };
-                let reply = reply.map_err(|s| format!("{kind} {id:?}: {}", describe(s)))?;
-                out.applied(kind, &id, &reply.into_inner());
+                let reply = match kind {
+                    Kind::Route => client.apply_route(req).await,
+                    Kind::Upstream => client.apply_upstream(req).await,
+                    Kind::Consumer => client.apply_consumer(req).await,
+                };
+                let reply = reply.map_err(|s| format!("{name} {id:?}: {}", describe(s)))?;
+                out.applied(name, &id, &reply.into_inner());
             }
         }
         ObjectCmd::Delete { id, expected_revision } => {
             let req = pb::DeleteObjectRequest { id: id.clone(), expected_revision: *expected_revision };
-            let reply = if route { client.delete_route(req).await } else { client.delete_upstream(req).await };
+            let reply = match kind {
+                Kind::Route => client.delete_route(req).await,
+                Kind::Upstream => client.delete_upstream(req).await,
+                Kind::Consumer => client.delete_consumer(req).await,
+            };
             out.write(&reply.map_err(describe)?.into_inner());
         }
         ObjectCmd::Get { id, local } => {
             let req = pb::GetObjectRequest { id: id.clone(), consistency: consistency(*local) };
-            let reply = if route { client.get_route(req).await } else { client.get_upstream(req).await };
+            let reply = match kind {
+                Kind::Route => client.get_route(req).await,
+                Kind::Upstream => client.get_upstream(req).await,
+                Kind::Consumer => client.get_consumer(req).await,
+            };
             out.object(&reply.map_err(describe)?.into_inner());
         }
         ObjectCmd::List { local, after, limit } => {
             let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
-            let reply = if route { client.list_routes(req).await } else { client.list_upstreams(req).await };
+            let reply = match kind {
+                Kind::Route => client.list_routes(req).await,
+                Kind::Upstream => client.list_upstreams(req).await,
+                Kind::Consumer => client.list_consumers(req).await,
+            };
             let reply = reply.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);
         }

@@ -166,6 +166,47 @@ impl FromFlags for UpstreamFlags {
     }
 }
 
+#[derive(Args)]
+pub struct ConsumerFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Group (role) name (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// `key=value` metadata (repeatable).
+    #[arg(long = "meta")]
+    pub metadata: Vec<String>,
+    /// Refuse this consumer everywhere (its record and credentials are kept).
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+impl FromFlags for ConsumerFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let Some(id) = &self.id else { return Err("give -f FILE, or --id".into()) };
+        let mut metadata = serde_json::Map::new();
+        for m in &self.metadata {
+            let (k, v) = m.split_once('=').ok_or_else(|| format!("--meta {m:?}: expected key=value"))?;
+            metadata.insert(k.to_string(), json!(v));
+        }
+        let mut spec = json!({ "id": id, "groups": self.groups, "metadata": metadata });
+        if let Some(n) = &self.name {
+            spec["name"] = json!(n);
+        }
+        if let Some(p) = &self.plan {
+            spec["plan"] = json!(p);
+        }
+        if self.disabled {
+            spec["enabled"] = json!(false);
+        }
+        Ok(spec)
+    }
+}
+
 /// The objects in a YAML or JSON file (`-` reads stdin).
 pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
     let mut text = String::new();

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::Consumer;
 use crate::route::{ObjectId, Route, Upstream};
 use crate::state::{SettingKey, SettingValue};
 
@@ -54,6 +55,16 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_revision: Option<u64>,
     },
+    PutConsumer {
+        consumer: Consumer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    DeleteConsumer {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
 }
 
 impl Command {
@@ -66,6 +77,8 @@ impl Command {
             Command::DeleteRoute { .. } => "delete_route",
             Command::PutUpstream { .. } => "put_upstream",
             Command::DeleteUpstream { .. } => "delete_upstream",
+            Command::PutConsumer { .. } => "put_consumer",
+            Command::DeleteConsumer { .. } => "delete_consumer",
         }
     }
 }

@@ -12,12 +12,14 @@
 //! object, a full table) and a rejected command changes nothing.
 
 mod command;
+pub mod consumer;
 mod node;
 pub mod path;
 pub mod route;
 mod state;
 
 pub use command::{Command, Proposal};
+pub use consumer::Consumer;
 pub use node::{NodeId, NodeInfo, NodeInfoError};
 pub use route::{FieldError, ObjectId, Route, Upstream};
 pub use state::{

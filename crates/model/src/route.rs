@@ -44,8 +44,21 @@ fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldError
 /// The id of a route or upstream: 1 to 64 characters of `a-z 0-9 . _ -`,
 /// starting with a letter or digit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct ObjectId(String);
+
+impl TryFrom<String> for ObjectId {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, FieldError> {
+        Self::parse(s)
+    }
+}
+
+impl From<ObjectId> for String {
+    fn from(id: ObjectId) -> String {
+        id.0
+    }
+}
 
 impl ObjectId {
     pub fn parse(s: impl Into<String>) -> Result<Self, FieldError> {
@@ -862,6 +875,8 @@ mod tests {
             assert_eq!(route(json).validate().unwrap_err().field, field, "{json}");
         }
         assert!(serde_json::from_str::<Route>(r#"{"id":"a","upstream":"u","bogus":1}"#).is_err());
+        let bad_id = serde_json::from_str::<Route>(r#"{"id":"Bad Id","upstream":"u"}"#).unwrap_err();
+        assert!(bad_id.to_string().contains("id: must be"), "{bad_id}");
         assert!(ObjectId::parse("Bad Id").is_err());
     }
 

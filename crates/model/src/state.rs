@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
+use crate::consumer::{Consumer, MAX_CONSUMERS};
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
@@ -176,6 +177,8 @@ pub struct State {
     /// data plane rebuilds only when routing changed.
     #[serde(default)]
     routing_revision: u64,
+    #[serde(default)]
+    consumers: Table<Consumer>,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -243,6 +246,23 @@ impl State {
                 self.routing_revision = revision;
                 effect
             }
+            Command::PutConsumer { consumer, expected_revision } => {
+                consumer.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                let limit = MAX_CONSUMERS;
+                put(
+                    &mut self.consumers,
+                    "consumer",
+                    &consumer.id,
+                    consumer,
+                    *expected_revision,
+                    limit,
+                    revision,
+                    time_ms,
+                )?
+            }
+            Command::DeleteConsumer { id, expected_revision } => {
+                delete(&mut self.consumers, "consumer", id, *expected_revision, revision)?
+            }
             Command::DeleteUpstream { id, expected_revision } => {
                 let users: Vec<&str> = self
                     .routes
@@ -285,6 +305,10 @@ impl State {
 
     pub fn upstreams(&self) -> &Table<Upstream> {
         &self.upstreams
+    }
+
+    pub fn consumers(&self) -> &Table<Consumer> {
+        &self.consumers
     }
 
     /// Revision of the last route or upstream change.

@@ -103,3 +103,27 @@ fn routing_state_survives_a_snapshot_round_trip_byte_for_byte() {
     let old = br#"{"revision":3,"time_ms":5,"settings":{}}"#;
     assert_eq!(State::from_bytes(old).unwrap().revision(), 3);
 }
+
+#[test]
+fn consumers_are_stored_replaced_and_deleted_with_revisions() {
+    use raftgate_model::Consumer;
+    let mut s = State::default();
+    let c: Consumer = serde_json::from_value(serde_json::json!({"id": "acme", "groups": ["partners"]})).unwrap();
+    let e = s.apply(1, &Command::PutConsumer { consumer: c.clone(), expected_revision: Some(0) }).unwrap();
+    assert_eq!(e, Effect::ObjectPut { kind: "consumer".into(), id: id("acme"), revision: 1, created: true });
+    assert_eq!(s.routing_revision(), 0, "consumers do not rebuild routing");
+    let mut disabled = c.clone();
+    disabled.enabled = false;
+    s.apply(2, &Command::PutConsumer { consumer: disabled, expected_revision: Some(1) }).unwrap();
+    assert!(!s.consumers()[&id("acme")].spec.enabled);
+    let before = s.clone();
+    let mut bad = c;
+    bad.name = "\u{7}".into();
+    assert!(matches!(
+        s.apply(3, &Command::PutConsumer { consumer: bad, expected_revision: None }),
+        Err(Rejection::Invalid { .. })
+    ));
+    assert_eq!(s, before);
+    s.apply(4, &Command::DeleteConsumer { id: id("acme"), expected_revision: None }).unwrap();
+    assert!(s.consumers().is_empty());
+}
