@@ -8,12 +8,16 @@
 //! 1. The path must start with `/` (origin form); anything else is refused.
 //! 2. Percent-encodings must be `%` and two hex digits. Those that encode an
 //!    unreserved character (`A-Z a-z 0-9 - . _ ~`) are decoded; the others
-//!    are kept with upper-case hex. Encoded `/` (`%2F`), `\` (`%5C`) and NUL
-//!    (`%00`) are refused: an upstream that decodes them would see a
+//!    are kept with upper-case hex. Encoded `/` (`%2F`), `\` (`%5C`), `;`
+//!    (`%3B`) and NUL (`%00`) are refused: an upstream that decodes them would see a
 //!    different path from the one that was matched.
 //! 3. Runs of `/` collapse to one (`//a///b` → `/a/b`).
 //! 4. Dot segments are removed as in RFC 3986 §5.2.4; `..` at the root stays
 //!    at the root (`/../a` → `/a`).
+//!
+//! Path parameters (`;`, also encoded as `%3B`) are refused: upstreams such
+//! as servlet containers strip them, so `/admin;x` or `/public/..;/admin`
+//! would reach `/admin` past the route that guards it.
 //!
 //! A trailing slash is kept (`/a/` and `/a` are different paths for exact
 //! matches). Matching is case-sensitive. The query string is not part of the
@@ -33,7 +37,7 @@ pub enum PathError {
     TooLong,
     #[error("path has a malformed percent-encoding")]
     BadEncoding,
-    #[error("path has an encoded '/', '\\' or NUL")]
+    #[error("path has an encoded '/', '\\', ';' or NUL")]
     ForbiddenEncoding,
     #[error("path has a character that is not allowed in a URI path")]
     BadCharacter,
@@ -52,10 +56,12 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// RFC 3986 `pchar` minus percent (handled apart), plus `/`.
+/// RFC 3986 `pchar` minus percent (handled apart) and `;`, plus `/`.
+/// `;` is refused: servlet containers read `/admin;x` and `/..;/admin` as
+/// `/admin`, a path the router did not match.
 fn is_path_char(b: u8) -> bool {
     is_unreserved(b)
-        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=')
         || matches!(b, b':' | b'@' | b'/')
 }
 
@@ -79,7 +85,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         if b == b'%' {
             let (hi, lo) = percent_pair(bytes, i)?;
             let c = hi << 4 | lo;
-            if matches!(c, b'/' | b'\\' | 0) {
+            if matches!(c, b'/' | b'\\' | 0 | b';') {
                 return Err(PathError::ForbiddenEncoding);
             }
             if is_unreserved(c) {
@@ -135,7 +141,7 @@ fn is_normal(bytes: &[u8]) -> Result<bool, PathError> {
         if b == b'%' {
             let (hi, lo) = percent_pair(bytes, i)?;
             let c = hi << 4 | lo;
-            if matches!(c, b'/' | b'\\' | 0) {
+            if matches!(c, b'/' | b'\\' | 0 | b';') {
                 return Err(PathError::ForbiddenEncoding);
             }
             if is_unreserved(c) || bytes[i + 1].is_ascii_lowercase() || bytes[i + 2].is_ascii_lowercase() {
@@ -191,7 +197,7 @@ mod tests {
 
     #[test]
     fn normal_paths_are_borrowed_unchanged() {
-        for p in ["/", "/a/b", "/a/b/", "/users/42", "/a%20b", "/a:b@c;d=e", "/.well-known/x", "/a..b", "/..a"] {
+        for p in ["/", "/a/b", "/a/b/", "/users/42", "/a%20b", "/a:b@c,d=e", "/.well-known/x", "/a..b", "/..a"] {
             assert!(matches!(normalize_path(p).unwrap(), Cow::Borrowed(_)), "{p}");
         }
     }
@@ -220,6 +226,9 @@ mod tests {
         assert_eq!(normalize_path("/a%00"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize_path("/a b"), Err(PathError::BadCharacter));
         assert_eq!(normalize_path("/a\\b"), Err(PathError::BadCharacter));
+        assert_eq!(normalize_path("/admin;x"), Err(PathError::BadCharacter));
+        assert_eq!(normalize_path("/public/..;/admin"), Err(PathError::BadCharacter));
+        assert_eq!(normalize_path("/admin%3bx"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH_BYTES))), Err(PathError::TooLong));
     }
 

@@ -184,10 +184,15 @@ pub fn template_param(segment: &str) -> Option<&str> {
 
 /// Compiles a route regex anchored to the whole input, with a size limit.
 pub fn compile_regex(r: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{r})$")).size_limit(MAX_REGEX_PROGRAM_BYTES).build().map_err(|e| match e {
-        regex::Error::CompiledTooBig(_) => format!("regex compiles to more than {MAX_REGEX_PROGRAM_BYTES} bytes"),
-        e => format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("syntax error")),
-    })
+    let build = |pattern: &str| {
+        regex::RegexBuilder::new(pattern).size_limit(MAX_REGEX_PROGRAM_BYTES).build().map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => format!("regex compiles to more than {MAX_REGEX_PROGRAM_BYTES} bytes"),
+            e => format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("syntax error")),
+        })
+    };
+    // On its own first: `a)|(.*` must not close the anchoring group below.
+    build(r)?;
+    build(&format!("^(?:{r})$"))
 }
 
 /// How a header or query value must look for a predicate to hold.
@@ -418,7 +423,7 @@ pub struct Route {
     pub request_headers: HeaderOps,
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
-    /// Whole request budget, all retries included (default 30 s).
+    /// Time to response headers, all tries included (default 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
     /// Largest request body (default 10 MiB); larger gets 413.
@@ -878,6 +883,13 @@ mod tests {
         let bad_id = serde_json::from_str::<Route>(r#"{"id":"Bad Id","upstream":"u"}"#).unwrap_err();
         assert!(bad_id.to_string().contains("id: must be"), "{bad_id}");
         assert!(ObjectId::parse("Bad Id").is_err());
+    }
+
+    #[test]
+    fn a_regex_cannot_escape_its_anchors() {
+        assert!(compile_regex("a)|(.*").is_err());
+        let r = compile_regex("/a|/b").unwrap();
+        assert!(r.is_match("/b") && !r.is_match("/bx"));
     }
 
     #[test]

@@ -188,6 +188,14 @@ impl TargetState {
     /// `unhealthy_threshold` failed probes in a row and healthy again after
     /// `healthy_threshold` passed probes in a row (a threshold of 0 counts as
     /// 1). Returns the new state when it flipped.
+    /// Forgets active health-check results (healthy again, no streaks):
+    /// for an upstream whose health checks were turned off.
+    pub fn clear_probe_verdict(&self) {
+        self.active_healthy.store(true, Relaxed);
+        self.probe_passes.store(0, Relaxed);
+        self.probe_failures.store(0, Relaxed);
+    }
+
     pub fn record_probe(&self, passed: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<bool> {
         let (streak, other, threshold) = if passed {
             (&self.probe_passes, &self.probe_failures, healthy_threshold)

@@ -35,16 +35,23 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// Fails the stream once more than `limit` bytes have passed.
+/// Fails the stream once more than `limit` bytes have passed, and says so
+/// through `tripped` (an HTTP/2 upstream swallows the body's error).
 pub struct Limited<B> {
     inner: B,
     remaining: u64,
     limit: u64,
+    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<B> Limited<B> {
     pub fn new(inner: B, limit: u64) -> Self {
-        Self { inner, remaining: limit, limit }
+        Self { inner, remaining: limit, limit, tripped: Default::default() }
+    }
+
+    /// Turns true when the limit was crossed.
+    pub fn tripped(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.tripped.clone()
     }
 }
 
@@ -62,6 +69,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
+                        self.tripped.store(true, std::sync::atomic::Ordering::Relaxed);
                         let limit = self.limit;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                     }

@@ -14,13 +14,21 @@
 //! The scan stops for good (costing nothing more) at the first ambiguous
 //! request, at an upgrade or HTTP/2 preface, or at anything it cannot
 //! follow; hyper's own parser then decides, as without the guard. A head is
-//! buffered only up to `max_head_bytes`, hyper's own limit.
+//! buffered only up to `max_head_bytes` (hyper's own ceiling, twice the
+//! configured head limit).
+//!
+//! The guard also bounds the wait for a connection's first bytes: until the
+//! client has sent enough to tell HTTP/1 from HTTP/2 (24 bytes), hyper has no
+//! timer running, so a client that connects and stays silent would hold a
+//! connection slot forever. After `first_bytes_timeout` such a read fails.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -98,13 +106,15 @@ impl Scanner {
                 Scan::Head | Scan::ChunkSize | Scan::Trailers => {
                     // Collect up to the end of the head (or of the line).
                     let head = matches!(self.state, Scan::Head);
-                    let end = if head { b"\r\n\r\n".as_slice() } else { b"\r\n".as_slice() };
                     let before = self.line.len();
                     self.line.extend_from_slice(bytes);
-                    let from = before.saturating_sub(end.len() - 1);
-                    match find(&self.line[from..], end) {
-                        Some(at) => {
-                            let cut = from + at + end.len();
+                    let from = before.saturating_sub(3);
+                    // httparse also accepts bare LF line endings.
+                    let found =
+                        if head { find_head_end(&self.line[from..]) } else { find_line_end(&self.line[from..]) };
+                    match found {
+                        Some(end_at) => {
+                            let cut = from + end_at;
                             bytes = &bytes[cut - before..];
                             // Reuse the buffer's capacity for the next unit.
                             let mut unit = std::mem::take(&mut self.line);
@@ -136,7 +146,8 @@ impl Scanner {
         match self.state {
             Scan::Head => self.finish_head(unit),
             Scan::ChunkSize => {
-                let line = &unit[..unit.len() - 2];
+                let line = unit.strip_suffix(b"\n").unwrap_or(unit);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let size = line.split(|b| *b == b';').next().unwrap_or(b"");
                 let size = std::str::from_utf8(size).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
                 self.state = match size {
@@ -145,7 +156,7 @@ impl Scanner {
                     None => Scan::Done,
                 };
             }
-            Scan::Trailers if unit == b"\r\n" => self.state = Scan::Head,
+            Scan::Trailers if unit == b"\r\n" || unit == b"\n" => self.state = Scan::Head,
             _ => {}
         }
     }
@@ -162,7 +173,8 @@ impl Scanner {
         if request_line.ends_with(b"HTTP/2.0") {
             return self.stop();
         }
-        let (mut length, mut chunked, mut has_cl, mut has_te, mut upgrade) = (None, false, false, false, false);
+        let (mut length, mut chunked, mut has_cl, mut has_te) = (None, false, false, false);
+        let (mut upgrade, mut connection_upgrade) = (false, false);
         for line in lines {
             let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
             let name = &line[..colon];
@@ -175,13 +187,16 @@ impl Scanner {
                 chunked = value.rsplit(',').next().is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                connection_upgrade |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
             }
         }
         if has_cl && has_te {
             self.framing.ambiguous.store(self.heads, Ordering::Relaxed);
             return self.stop();
         }
-        self.state = if upgrade {
+        // Only a real upgrade hands the bytes to another protocol.
+        self.state = if upgrade && connection_upgrade {
             Scan::Done
         } else if chunked {
             Scan::ChunkSize
@@ -200,6 +215,25 @@ impl Scanner {
     }
 }
 
+/// Index just past the blank line ending a head (`\r\n\r\n`, `\n\n` or mixed).
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(nl) = b[i..].iter().position(|c| *c == b'\n') {
+        let at = i + nl;
+        match b.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if b.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => i = at + 1,
+        }
+    }
+    None
+}
+
+/// Index just past the end of the first line.
+fn find_line_end(b: &[u8]) -> Option<usize> {
+    b.iter().position(|c| *c == b'\n').map(|at| at + 1)
+}
+
 fn trim_leading_crlf(mut b: &[u8]) -> &[u8] {
     while let [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] = b {
         b = rest;
@@ -207,20 +241,25 @@ fn trim_leading_crlf(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
+/// Bytes that tell HTTP/1 from HTTP/2 (the length of the HTTP/2 preface).
+const PREFACE_BYTES: usize = 24;
 
 /// A connection whose reads pass through a [`Scanner`].
 pub struct FramingGuard<IO> {
     inner: IO,
     scanner: Scanner,
+    /// Until the first PREFACE_BYTES arrive: when the wait ends.
+    first_bytes: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<IO> FramingGuard<IO> {
-    pub fn new(inner: IO, max_head_bytes: usize) -> (Self, Arc<Framing>) {
+    pub fn new(inner: IO, max_head_bytes: usize, first_bytes_timeout: std::time::Duration) -> (Self, Arc<Framing>) {
         let framing = Arc::new(Framing::default());
-        (Self { inner, scanner: Scanner::new(framing.clone(), max_head_bytes) }, framing)
+        let deadline = Box::pin(tokio::time::sleep(first_bytes_timeout));
+        (
+            Self { inner, scanner: Scanner::new(framing.clone(), max_head_bytes), first_bytes: Some((0, deadline)) },
+            framing,
+        )
     }
 }
 
@@ -229,8 +268,28 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         let before = buf.filled().len();
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.scanner.feed(&buf.filled()[before..]);
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                this.scanner.feed(read);
+                if let Some((seen, _)) = this.first_bytes.as_mut() {
+                    *seen += read.len();
+                    if *seen >= PREFACE_BYTES || read.is_empty() {
+                        this.first_bytes = None;
+                    }
+                }
+            }
+            Poll::Pending => {
+                if let Some((_, deadline)) = this.first_bytes.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no request within the time limit",
+                        )));
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
@@ -308,6 +367,31 @@ mod tests {
         stream.extend_from_slice(body);
         stream.extend_from_slice(GET);
         assert_eq!(scan(&stream, 4), 0);
+    }
+
+    #[test]
+    fn bare_lf_heads_are_followed_too() {
+        let mut stream = b"GET /a HTTP/1.1\nHost: h\n\n".to_vec();
+        stream.extend_from_slice(b"POST /b HTTP/1.1\nContent-Length: 2\nTransfer-Encoding: chunked\n\n0\n\n");
+        assert_eq!(scan(&stream, 3), 2);
+    }
+
+    #[test]
+    fn an_upgrade_header_without_connection_upgrade_does_not_stop_the_scan() {
+        let mut stream = b"GET /a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        stream.extend_from_slice(BOTH);
+        assert_eq!(scan(&stream, 5), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_times_out_before_the_protocol_is_known() {
+        use tokio::io::AsyncReadExt;
+        let (client, server) = tokio::io::duplex(64);
+        let (mut guard, _) = FramingGuard::new(server, 1024, std::time::Duration::from_secs(5));
+        let mut buf = [0u8; 8];
+        let err = guard.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(client);
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl Gateway {
             let runtime = match reuse {
                 Some(rt) => rt.clone(),
                 None => {
-                    let states = stored
+                    let states: Vec<Arc<TargetState>> = stored
                         .spec
                         .targets
                         .iter()

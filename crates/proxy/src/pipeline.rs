@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -49,11 +50,16 @@ pub struct ConnInfo {
     pub client_cert: Option<Arc<crate::tls::ClientIdentity>>,
     /// HTTP/1 framing seen on the raw bytes (see `framing`).
     pub framing: Option<Arc<crate::framing::Framing>>,
+    /// The connection's slot under `max_connections`; an upgraded tunnel
+    /// keeps it until the tunnel closes.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// A request after [`request_filter`]: normalised host and path.
 struct Checked {
     host: Option<String>,
+    /// The host as the client sent it (with port), for `preserve_host`.
+    raw_host: Option<HeaderValue>,
     path: String,
     upgrade: bool,
 }
@@ -110,7 +116,8 @@ async fn proxy(
         return Err(GatewayError::BodyTooLarge);
     }
     let client_upgrade = checked.upgrade.then(|| hyper::upgrade::on(&mut req));
-    let has_body = content_length(req.headers()).unwrap_or(0) != 0 || req.headers().contains_key(TRANSFER_ENCODING);
+    // HTTP/2 bodies need neither Content-Length nor Transfer-Encoding.
+    let has_body = !http_body::Body::is_end_stream(req.body());
     let (parts, body) = req.into_parts();
     let headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
     let path_and_query = match parts.uri.query() {
@@ -119,7 +126,9 @@ async fn proxy(
     };
     let path_and_query = http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest)?;
     let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
-    let body = IdleTimeout::new(Limited::new(body, limit), idle).boxed_unsync();
+    let limited = Limited::new(body, limit);
+    let body_too_large = limited.tripped();
+    let body = IdleTimeout::new(limited, idle).boxed_unsync();
     let exchange = Exchange {
         method: parts.method,
         path_and_query,
@@ -129,11 +138,16 @@ async fn proxy(
         upgrade: checked.upgrade,
         hash_key: hash_key(upstream, &parts.headers, conn),
     };
-    let mut response = send(gateway, upstream, &route, exchange).await?;
+    let sent = send(gateway, upstream, &route, exchange).await;
+    if body_too_large.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let mut response = sent?;
     if let Some(client_upgrade) = client_upgrade {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, idle, conn.slot.clone()));
         }
     }
     Ok(response_filter(response, &route, request_id, conn))
@@ -192,21 +206,37 @@ fn request_filter(gateway: &Gateway, req: &Request<Incoming>) -> Result<Checked,
     if req.method() == Method::CONNECT {
         return Err(GatewayError::MethodNotAllowed(raftgate_model::route::Method::DEFAULT_ALLOWED.to_vec()));
     }
-    let raw_host =
-        req.uri().authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()));
-    let host = match raw_host {
-        Some(h) => Some(normalize_host(h).ok_or(GatewayError::BadRequest)?),
+    // One host only: two Host headers, or an absolute URI naming another
+    // host than the Host header, could be routed by one and served by another.
+    let mut host_headers = headers.get_all(HOST).iter();
+    let host_header = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(GatewayError::BadRequest);
+    }
+    let raw_host = match (req.uri().authority(), host_header) {
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h.to_str().unwrap_or("")) => {
+            return Err(GatewayError::BadRequest)
+        }
+        (Some(a), _) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| GatewayError::BadRequest)?),
+        (None, h) => h.cloned(),
+    };
+    let host = match &raw_host {
+        Some(h) => {
+            let text = h.to_str().map_err(|_| GatewayError::BadRequest)?;
+            Some(normalize_host(text).ok_or(GatewayError::BadRequest)?)
+        }
         None => None,
     };
     let path = normalize_path(req.uri().path()).map_err(|_| GatewayError::BadRequest)?.into_owned();
+    // WebSocket is the one protocol upgrade passed through.
     let upgrade = req.version() == Version::HTTP_11
-        && headers.contains_key(UPGRADE)
+        && headers.get(UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    Ok(Checked { host, path, upgrade })
+    Ok(Checked { host, raw_host, path, upgrade })
 }
 
 /// Phase 2: the route for this request and the path its upstream will see.
@@ -248,8 +278,11 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
-    if !route.preserve_host {
-        headers.remove(HOST);
+    headers.remove(HOST);
+    if route.preserve_host {
+        if let Some(h) = &checked.raw_host {
+            headers.insert(HOST, h.clone());
+        }
     }
     if let Some(u) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -293,6 +326,8 @@ async fn send(
     let key = HashKey(ex.hash_key.as_deref());
     let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
     let mut last_error = GatewayError::NoHealthyUpstream;
+    // The upstream's own 5xx, returned as it is when no retry does better.
+    let mut last_response: Option<Response<ProxyBody>> = None;
     for attempt in 0..max_tries {
         let now_ms = gateway.now_ms();
         if attempt > 0 && !upstream.retry_budget.try_acquire_retry(now_ms) {
@@ -334,31 +369,41 @@ async fn send(
                 let failed = matches!(resp.status().as_u16(), 502..=504);
                 let result = if failed { Outcome::Failure } else { Outcome::Success };
                 upstream.balancer.record(index, result, latency_us, gateway.now_ms());
-                if failed && attempt + 1 < max_tries {
-                    last_error = GatewayError::UpstreamUnavailable;
-                    continue;
-                }
                 let (parts, body) = resp.into_parts();
                 let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
                 let body = Tracked::new(IdleTimeout::new(body, idle), in_flight).boxed_unsync();
-                return Ok(Response::from_parts(parts, body));
+                let resp = Response::from_parts(parts, body);
+                if failed && attempt + 1 < max_tries {
+                    last_response = Some(resp);
+                    continue;
+                }
+                return Ok(resp);
             }
             Ok(Err(e)) => {
                 if is_body_too_large(&e) {
                     return Err(GatewayError::BodyTooLarge);
                 }
-                upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                // A request body can fail the try by itself (a client that
+                // stops sending); only a failed connect is surely the target's.
+                if e.is_connect() || !ex.has_body {
+                    upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                }
                 tracing::warn!(upstream = %spec.id, target = %target.addr, error = %error_chain(&e), "upstream try failed");
                 last_error = GatewayError::UpstreamUnavailable;
             }
             Err(_) => {
-                upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                if !ex.has_body {
+                    upstream.balancer.record(index, Outcome::Failure, latency_us, gateway.now_ms());
+                }
                 tracing::warn!(upstream = %spec.id, target = %target.addr, timeout_ms = per_try.as_millis() as u64, "upstream try timed out");
                 last_error = GatewayError::UpstreamTimeout;
             }
         }
     }
-    Err(last_error)
+    match last_response {
+        Some(resp) => Ok(resp),
+        None => Err(last_error),
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -395,16 +440,58 @@ fn response_filter(
     resp
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Copies bytes both ways between an upgraded client and upstream
+/// connection, until either side closes or nothing moves for `idle`. Holds
+/// the client connection's slot under `max_connections` meanwhile.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+    _slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+) {
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
         tracing::debug!("upgrade did not complete on one side");
         return;
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
+    let started = tokio::time::Instant::now();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let _ = tokio::try_join!(
+        copy_until_idle(&mut client_read, &mut upstream_write, idle, started, &last),
+        copy_until_idle(&mut upstream_read, &mut client_write, idle, started, &last)
+    );
+}
+
+/// Copies until EOF, an error, or `idle` without a byte in either
+/// direction (`last`: milliseconds after `started` of the latest byte).
+async fn copy_until_idle(
+    from: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    to: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    idle: Duration,
+    started: tokio::time::Instant,
+    last: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+            Ok(read) => read?,
+            Err(_) => {
+                let quiet = started.elapsed().saturating_sub(Duration::from_millis(last.load(Relaxed)));
+                if quiet < idle {
+                    continue;
+                }
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel idle"));
+            }
+        };
+        last.store(started.elapsed().as_millis() as u64, Relaxed);
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }
 

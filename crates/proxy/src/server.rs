@@ -70,7 +70,9 @@ pub async fn serve(
         })
     });
     let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
-    let max_head_bytes = limits.max_header_bytes;
+    // hyper's own ceiling on a head (see the builder above).
+    let max_head_bytes = limits.max_header_bytes * 2;
+    let first_bytes_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -95,17 +97,19 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
+        // Shared with upgraded tunnels, which outlive the HTTP connection.
+        let permit = Arc::new(permit);
         tokio::spawn(async move {
-            let _permit = permit;
             match acceptor {
                 None => {
-                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
+                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes, first_bytes_timeout);
                     let conn_info = ConnInfo {
                         client,
                         client_addr: ClientAddr::new(client),
                         proto: "http",
                         client_cert: None,
                         framing: Some(framing),
+                        slot: Some(permit),
                     };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }
@@ -127,13 +131,14 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|certs| certs.first())
                         .map(|c| Arc::new(ClientIdentity::from_der(c.as_ref())));
-                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes);
+                    let (stream, framing) = FramingGuard::new(stream, max_head_bytes, first_bytes_timeout);
                     let conn_info = ConnInfo {
                         client,
                         client_addr: ClientAddr::new(client),
                         proto: "https",
                         client_cert,
                         framing: Some(framing),
+                        slot: Some(permit),
                     };
                     serve_connection(&builder, watcher, gw, conn_info, stream).await;
                 }

@@ -2,7 +2,8 @@
 //!
 //! Certificates and keys are files on the node (PEM), named in the node's
 //! config, never in the replicated state. A certificate serves the host
-//! names listed with it: exact names first, then `*.suffix` wildcards, and
+//! names listed with it: exact names first, then `*.suffix` wildcards (one
+//! label, as certificates cover), and
 //! the first certificate when the client sends no SNI or an unknown name.
 //! TLS 1.3 and 1.2 only (1.3 is preferred by rustls), ALPN `h2` and
 //! `http/1.1`. With a client CA, client certificates are verified
@@ -116,12 +117,9 @@ impl ResolvesServerCert for SniResolver {
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
         }
-        let mut rest = name.as_str();
-        while let Some((_, suffix)) = rest.split_once('.') {
-            if let Some(k) = self.wildcard.get(suffix) {
-                return Some(k.clone());
-            }
-            rest = suffix;
+        // A wildcard certificate covers exactly one label (RFC 6125 §6.4.3).
+        if let Some(k) = name.split_once('.').and_then(|(_, suffix)| self.wildcard.get(suffix)) {
+            return Some(k.clone());
         }
         Some(self.default.clone())
     }

@@ -97,7 +97,7 @@ async fn path_tricks_cannot_bypass_the_route_that_guards_a_path() {
                 .await;
         assert!(resp.contains(r#""upstream":"admin""#) && resp.contains(r#""path":"/admin""#), "{path}: {resp}");
     }
-    for path in ["/admin%2F..%2Fpublic", "/adm%zzin"] {
+    for path in ["/admin%2F..%2Fpublic", "/adm%zzin", "/admin;x", "/public/..;/admin", "/admin%3Bx"] {
         let (resp, _) =
             raw(gw.addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(), 2_000)
                 .await;
@@ -542,6 +542,10 @@ async fn idle_client_connections_are_closed() {
     })
     .await;
     assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+    // A client that connects and sends nothing is cut off too.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(0)) | Ok(Err(_))), "a silent connection was kept: {cut:?}");
     // A client that never finishes its head is cut off too.
     let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     slow.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n").await.unwrap();
@@ -575,4 +579,41 @@ async fn a_stalled_upstream_body_is_cut_after_the_stream_idle_timeout() {
     assert_eq!(resp.status(), 200);
     let outcome = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
     assert!(matches!(outcome, Ok(Err(_))), "the stalled body was not cut: {outcome:?}");
+}
+
+#[tokio::test]
+async fn one_host_per_request_and_preserve_host_forwards_it() {
+    let up = TestUpstream::echo("api").await;
+    let gw = TestGateway::start(
+        json!([{"id": "r", "upstream": "api", "preserve_host": true}]),
+        json!([upstream("api", &[up.addr])]),
+    )
+    .await;
+    let (resp, _) =
+        raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nConnection: close\r\n\r\n", 2_000).await;
+    assert!(resp.contains(r#""host":"Shop.Example.com:8080""#), "{resp}");
+    let (resp, closed) = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", 2_000).await;
+    assert!(resp.starts_with("HTTP/1.1 400") && closed, "{resp}");
+    let (resp, _) =
+        raw(gw.addr, b"GET http://public.example/x HTTP/1.1\r\nHost: internal.example\r\n\r\n", 2_000).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}
+
+#[tokio::test]
+async fn the_upstreams_own_5xx_reaches_the_client_when_retries_run_out() {
+    let up = TestUpstream::start(|_req| async {
+        let mut resp = hyper::Response::new(full("busy"));
+        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        resp.headers_mut().insert("retry-after", "7".parse().unwrap());
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(
+        json!([{"id": "r", "upstream": "u"}]),
+        json!([{"id": "u", "retries": {"attempts": 2}, "outlier": {"consecutive_failures": 100}, "targets": [{"addr": up.addr.to_string()}]}]),
+    )
+    .await;
+    let a = get(&gw.url("/x")).await;
+    assert_eq!((a.status, a.body.as_ref()), (503, &b"busy"[..]));
+    assert_eq!(a.headers["retry-after"], "7");
 }
