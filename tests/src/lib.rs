@@ -261,9 +261,15 @@ pub fn ctl(args: &[&str]) -> (bool, String, String) {
 /// Sends one HTTP/1.1 request on a new connection and returns (status, body).
 /// `None` when the connection fails.
 pub async fn http_get(addr: &str, path: &str, host: &str) -> Option<(u16, String)> {
+    http_get_with(addr, path, host, &[]).await
+}
+
+/// [`http_get`] with extra request headers.
+pub async fn http_get_with(addr: &str, path: &str, host: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.ok()?.ok()?;

@@ -8,6 +8,7 @@
 //! an internal detail.
 
 mod forward;
+mod identity;
 mod objects;
 mod status;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_cluster::{ClusterError, ClusterNode, Membership};
+use raftgate_model::identity::JwtIssuer;
 use raftgate_model::{Command, Consumer, NodeInfo, ObjectId, Rejection, Route, SettingKey, SettingValue, Upstream};
 use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_server::{Admin, AdminServer};
@@ -30,16 +32,26 @@ pub const MAX_ADMIN_MESSAGE_BYTES: usize = 4 << 20;
 
 pub struct AdminService {
     node: Arc<ClusterNode>,
+    /// Hashes new API keys (the same secret on every node).
+    key_hasher: raftgate_identity::apikey::KeyHasher,
     forwarder: Forwarder,
     /// How long ClusterStatus waits for each member's own report.
     status_timeout: Duration,
+    /// This node's revocation bound (staleness bound + one-way delay), reported in NodeStatus.
+    revocation_bound_ms: Option<u64>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<ClusterNode>) -> Self {
+    pub fn new(node: Arc<ClusterNode>, key_hasher: raftgate_identity::apikey::KeyHasher) -> Self {
         let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
         let forwarder = Forwarder::new(forward_timeout, node.env().dialer.clone());
-        Self { node, forwarder, status_timeout: Duration::from_millis(1_000) }
+        Self { node, key_hasher, forwarder, status_timeout: Duration::from_millis(1_000), revocation_bound_ms: None }
+    }
+
+    /// Reports `ms` as this node's revocation bound in NodeStatus.
+    pub fn with_revocation_bound(mut self, ms: u64) -> Self {
+        self.revocation_bound_ms = Some(ms);
+        self
     }
 
     pub fn into_server(self) -> AdminServer<Self> {
@@ -103,7 +115,9 @@ fn page_limit(limit: u32) -> Result<usize, Status> {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusReply> {
-        Ok(Response::new(status::node_status_reply(self.node.status())))
+        let mut reply = status::node_status_reply(self.node.status());
+        reply.revocation_bound_ms = self.revocation_bound_ms;
+        Ok(Response::new(reply))
     }
 
     async fn cluster_status(&self, _: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatusReply> {
@@ -230,6 +244,63 @@ impl Admin for AdminService {
     }
     async fn list_consumers(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
         self.list_objects::<Consumer, _, _>(req, |mut c, r| async move { c.list_consumers(r).await }).await
+    }
+    async fn apply_issuer(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<JwtIssuer, _, _>(req, |mut c, r| async move { c.apply_issuer(r).await }).await
+    }
+    async fn delete_issuer(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<JwtIssuer, _, _>(req, |mut c, r| async move { c.delete_issuer(r).await }).await
+    }
+    async fn get_issuer(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<JwtIssuer, _, _>(req, |mut c, r| async move { c.get_issuer(r).await }).await
+    }
+    async fn list_issuers(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<JwtIssuer, _, _>(req, |mut c, r| async move { c.list_issuers(r).await }).await
+    }
+    async fn create_api_key(&self, req: Request<pb::CreateApiKeyRequest>) -> Reply<pb::CreatedApiKey> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let local = self.create_key(&msg).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.create_api_key(r).await }).await
+    }
+    async fn delete_api_key(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let id = ObjectId::parse(msg.id.clone()).map_err(|e| invalid("id", e.message))?;
+        let local = self.write(Command::DeleteApiKey { id }).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.delete_api_key(r).await }).await
+    }
+    async fn list_api_keys(&self, req: Request<pb::ListApiKeysRequest>) -> Reply<pb::ListObjectsReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit)?;
+        let consumer = match msg.consumer.as_str() {
+            "" => None,
+            c => Some(ObjectId::parse(c).map_err(|e| invalid("consumer", e.message))?),
+        };
+        let local = self.read(msg.consistency(), identity::list_keys(consumer, msg.after.clone(), limit)).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_api_keys(r).await }).await
+    }
+    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = identity::revoke_command(&msg)?;
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.revoke(r).await }).await
+    }
+    async fn unrevoke(&self, req: Request<pb::UnrevokeRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let target = identity::target(&msg.target_json)?;
+        let local = self.write(Command::Unrevoke { target }).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.unrevoke(r).await }).await
+    }
+    async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit)?;
+        let local = self.read(msg.consistency(), identity::list_revocations(msg.after.clone(), limit)).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_revocations(r).await }).await
     }
 }
 

@@ -6,6 +6,7 @@
 //! conflicts. Reads return the canonical JSON of the stored object.
 
 use raftgate_cluster::{Applied, ClusterError};
+use raftgate_model::identity::JwtIssuer;
 use raftgate_model::{Command, Consumer, ObjectId, Route, Stored, Table, Upstream};
 use raftgate_proto::admin as pb;
 use serde::de::DeserializeOwned;
@@ -81,6 +82,25 @@ impl Kind for Consumer {
     }
     fn table(applied: &Applied) -> &Table<Self> {
         applied.state.consumers()
+    }
+}
+
+impl Kind for JwtIssuer {
+    const NAME: &'static str = "issuer";
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+    fn validate(&self) -> Result<(), raftgate_model::FieldError> {
+        JwtIssuer::validate(self)
+    }
+    fn put(self, expected_revision: Option<u64>) -> Command {
+        Command::PutIssuer { issuer: self, expected_revision }
+    }
+    fn delete(id: ObjectId, expected_revision: Option<u64>) -> Command {
+        Command::DeleteIssuer { id, expected_revision }
+    }
+    fn table(applied: &Applied) -> &Table<Self> {
+        applied.state.issuers()
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) fn node_status_reply(s: NodeStatus) -> pb::NodeStatusReply {
         voters: s.membership.voters.iter().map(|(id, n)| member(*id, n)).collect(),
         learners: s.membership.learners.iter().map(|(id, n)| member(*id, n)).collect(),
         region: s.region,
+        revocation_bound_ms: None,
     }
 }
 

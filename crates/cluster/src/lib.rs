@@ -25,7 +25,7 @@ pub use error::ClusterError;
 pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;
-pub use raftgate_store::Applied;
+pub use raftgate_store::{Applied, ApplyObserver};
 pub use view::LeaderView;
 
 /// The openraft handle type of a Raftgate node.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use raftgate_model::{Command, Effect, NodeId, NodeInfo, Proposal};
-use raftgate_store::{Applied, LogStore, OpenError, Outcome, SledKv, StateMachineStore};
+use raftgate_store::{Applied, ApplyObserver, LogStore, OpenError, Outcome, SledKv, StateMachineStore};
 
 use crate::config::RaftTimeouts;
 use crate::env::NodeEnv;
@@ -294,6 +294,11 @@ impl ClusterNode {
     /// Changes (to the applied log index) whenever the applied state changes.
     pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.sm.subscribe()
+    }
+
+    /// Shows `observer` every applied change, synchronously (see [`ApplyObserver`]).
+    pub fn observe_applied(&self, observer: Arc<dyn ApplyObserver>) {
+        self.sm.set_observer(observer);
     }
 
     /// Reads this node's applied state as it is, without contacting anyone.

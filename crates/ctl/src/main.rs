@@ -5,6 +5,7 @@
 //! Output is a table for people or JSON (`--output json`) for scripts. Errors
 //! name the endpoint and what failed, and exit non-zero.
 
+mod identity;
 mod objects;
 mod output;
 
@@ -16,7 +17,8 @@ use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-use objects::{ConsumerFlags, FromFlags, ObjectCmd, RouteFlags, UpstreamFlags};
+use identity::{KeyCmd, RevokeArgs, TargetCmd};
+use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, RouteFlags, UpstreamFlags};
 use output::Output;
 
 #[derive(Parser)]
@@ -60,6 +62,33 @@ enum Cmd {
     /// Consumers: who credentials stand for (groups, plan, metadata, enabled).
     #[command(subcommand)]
     Consumer(ObjectCmd<ConsumerFlags>),
+    /// JWT issuers the gateway trusts (keys inline, by JWKS URL, or an HMAC secret reference).
+    #[command(subcommand)]
+    Issuer(ObjectCmd<IssuerFlags>),
+    /// API keys of consumers.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Refuse a credential on every node (`--wait` reports each node's confirmation).
+    Revoke(RevokeArgs),
+    /// Take a revocation back.
+    #[command(subcommand)]
+    Unrevoke(TargetCmd),
+    /// Revocations in force.
+    #[command(subcommand)]
+    Revocation(RevocationCmd),
+}
+
+#[derive(Subcommand)]
+enum RevocationCmd {
+    /// List revocations by key (`api_key:…`, `token:ISSUER:JTI`, …).
+    List {
+        #[arg(long)]
+        local: bool,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +267,15 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         Cmd::Route(cmd) => object_command(&mut client, &out, Kind::Route, cmd).await?,
         Cmd::Upstream(cmd) => object_command(&mut client, &out, Kind::Upstream, cmd).await?,
         Cmd::Consumer(cmd) => object_command(&mut client, &out, Kind::Consumer, cmd).await?,
+        Cmd::Issuer(cmd) => object_command(&mut client, &out, Kind::Issuer, cmd).await?,
+        Cmd::Key(cmd) => identity::key_command(&mut client, &out, cmd).await?,
+        Cmd::Revoke(args) => identity::revoke(&mut client, &out, args, Duration::from_millis(cli.timeout_ms)).await?,
+        Cmd::Unrevoke(target) => identity::unrevoke(&mut client, &out, target).await?,
+        Cmd::Revocation(RevocationCmd::List { local, after, limit }) => {
+            let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
+            let reply = client.list_revocations(req).await.map_err(describe)?.into_inner();
+            out.objects(&reply.objects, &reply.next_after);
+        }
     }
     Ok(())
 }
@@ -247,6 +285,7 @@ enum Kind {
     Route,
     Upstream,
     Consumer,
+    Issuer,
 }
 
 async fn object_command<F: clap::Args + FromFlags>(
@@ -259,6 +298,7 @@ async fn object_command<F: clap::Args + FromFlags>(
         Kind::Route => "route",
         Kind::Upstream => "upstream",
         Kind::Consumer => "consumer",
+        Kind::Issuer => "issuer",
     };
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
@@ -274,6 +314,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                     Kind::Route => client.apply_route(req).await,
                     Kind::Upstream => client.apply_upstream(req).await,
                     Kind::Consumer => client.apply_consumer(req).await,
+                    Kind::Issuer => client.apply_issuer(req).await,
                 };
                 let reply = reply.map_err(|s| format!("{name} {id:?}: {}", describe(s)))?;
                 out.applied(name, &id, &reply.into_inner());
@@ -285,6 +326,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Route => client.delete_route(req).await,
                 Kind::Upstream => client.delete_upstream(req).await,
                 Kind::Consumer => client.delete_consumer(req).await,
+                Kind::Issuer => client.delete_issuer(req).await,
             };
             out.write(&reply.map_err(describe)?.into_inner());
         }
@@ -294,6 +336,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Route => client.get_route(req).await,
                 Kind::Upstream => client.get_upstream(req).await,
                 Kind::Consumer => client.get_consumer(req).await,
+                Kind::Issuer => client.get_issuer(req).await,
             };
             out.object(&reply.map_err(describe)?.into_inner());
         }
@@ -303,6 +346,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Route => client.list_routes(req).await,
                 Kind::Upstream => client.list_upstreams(req).await,
                 Kind::Consumer => client.list_consumers(req).await,
+                Kind::Issuer => client.list_issuers(req).await,
             };
             let reply = reply.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);

@@ -207,6 +207,55 @@ impl FromFlags for ConsumerFlags {
     }
 }
 
+#[derive(Args)]
+pub struct IssuerFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The `iss` value tokens carry.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` value (repeatable).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Accepted algorithm, e.g. RS256, ES256, EdDSA, HS256 (repeatable).
+    #[arg(long = "algorithm")]
+    pub algorithms: Vec<String>,
+    /// A JWKS file (JSON) with the public keys.
+    #[arg(long)]
+    pub jwks_file: Option<PathBuf>,
+    #[arg(long)]
+    pub jwks_url: Option<String>,
+    /// HS* secret reference: env:NAME or file:/path (never the secret itself).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// The claim naming the consumer (default sub).
+    #[arg(long)]
+    pub consumer_claim: Option<String>,
+}
+
+impl FromFlags for IssuerFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let (Some(id), Some(issuer)) = (&self.id, &self.issuer) else {
+            return Err("give -f FILE, or --id, --issuer and --algorithm".into());
+        };
+        let mut spec =
+            json!({ "id": id, "issuer": issuer, "audiences": self.audiences, "algorithms": self.algorithms });
+        if let Some(path) = &self.jwks_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let jwks: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            spec["jwks"] = jwks;
+        }
+        for (name, v) in
+            [("jwks_url", &self.jwks_url), ("secret", &self.secret), ("consumer_claim", &self.consumer_claim)]
+        {
+            if let Some(v) = v {
+                spec[name] = json!(v);
+            }
+        }
+        Ok(spec)
+    }
+}
+
 /// The objects in a YAML or JSON file (`-` reads stdin).
 pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
     let mut text = String::new();

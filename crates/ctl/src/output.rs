@@ -220,4 +220,58 @@ impl Output {
             println!("more: --after {next_after}");
         }
     }
+
+    pub fn created_key(&self, k: &pb::CreatedApiKey) {
+        if self.json {
+            return self.print_json(json!({
+                "id": k.id, "consumer": k.consumer, "key": k.key, "expires_ms": k.expires_ms,
+                "revision": k.revision, "log_index": k.log_index,
+            }));
+        }
+        println!("api key {} for consumer {} (revision {})", k.id, k.consumer, k.revision);
+        if let Some(e) = k.expires_ms {
+            println!("expires at {e} ms since the epoch");
+        }
+        println!("key (shown only now, store it safely): {}", k.key);
+    }
+
+    pub fn revocation_wait(
+        &self,
+        w: &pb::WriteReply,
+        committed: std::time::Duration,
+        confirmations: &[(pb::Member, Result<crate::identity::Confirmed, String>)],
+        bound_ms: Option<u64>,
+    ) {
+        let committed_ms = committed.as_secs_f64() * 1_000.0;
+        if self.json {
+            let members: Vec<Value> = confirmations
+                .iter()
+                .map(|(m, r)| match r {
+                    Ok(c) => json!({"id": m.id, "region": m.region, "confirmed": true, "applied_after_ms": c.after.as_secs_f64() * 1_000.0}),
+                    Err(e) => json!({"id": m.id, "region": m.region, "confirmed": false, "error": e}),
+                })
+                .collect();
+            return self.print_json(json!({
+                "revision": w.revision, "log_index": w.log_index, "committed_after_ms": committed_ms,
+                "members": members, "effective_everywhere_within_ms_of_commit": bound_ms,
+            }));
+        }
+        println!("revoked: revision {} (log index {}), committed after {committed_ms:.1} ms", w.revision, w.log_index);
+        let rows: Vec<Vec<String>> = confirmations
+            .iter()
+            .map(|(m, r)| match r {
+                Ok(c) => vec![
+                    m.id.to_string(),
+                    m.region.clone(),
+                    "applied".into(),
+                    format!("{:.1} ms", c.after.as_secs_f64() * 1_000.0),
+                ],
+                Err(e) => vec![m.id.to_string(), m.region.clone(), "NOT CONFIRMED".into(), e.clone()],
+            })
+            .collect();
+        print_table(&["NODE", "REGION", "REVOCATION", "AFTER"], &rows);
+        if let Some(b) = bound_ms {
+            println!("in force on every node at the latest {b} ms after commit (a node that has not applied it by then refuses authenticated requests)");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::Consumer;
+use crate::identity::{Digest, JwtIssuer, RevocationTarget};
 use crate::route::{ObjectId, Route, Upstream};
 use crate::state::{SettingKey, SettingValue};
 
@@ -60,11 +61,59 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_revision: Option<u64>,
     },
+    /// Delete a consumer with its API keys (its revocations stay).
     DeleteConsumer {
         id: ObjectId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_revision: Option<u64>,
     },
+    PutIssuer {
+        issuer: JwtIssuer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Delete a JWT issuer; rejected while a route names it.
+    DeleteIssuer {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Add an API key (its id and keyed hash; the key itself never travels
+    /// in a command). With `rotates`, the old key of the same consumer
+    /// expires `overlap_ms` after this command, if not sooner.
+    CreateApiKey {
+        id: ObjectId,
+        consumer: ObjectId,
+        hash: Digest,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rotates: Option<KeyRotation>,
+    },
+    DeleteApiKey {
+        id: ObjectId,
+    },
+    /// Refuse a credential on every node. Token revocations carry the
+    /// token's expiry (`until_ms`) and are dropped after it.
+    Revoke {
+        target: RevocationTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+    /// Take a revocation back.
+    Unrevoke {
+        target: RevocationTarget,
+    },
+}
+
+/// The key an API key replaces, and how long both stay valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    pub old: ObjectId,
+    pub overlap_ms: u64,
 }
 
 impl Command {
@@ -79,7 +128,18 @@ impl Command {
             Command::DeleteUpstream { .. } => "delete_upstream",
             Command::PutConsumer { .. } => "put_consumer",
             Command::DeleteConsumer { .. } => "delete_consumer",
+            Command::PutIssuer { .. } => "put_issuer",
+            Command::DeleteIssuer { .. } => "delete_issuer",
+            Command::CreateApiKey { .. } => "create_api_key",
+            Command::DeleteApiKey { .. } => "delete_api_key",
+            Command::Revoke { .. } => "revoke",
+            Command::Unrevoke { .. } => "unrevoke",
         }
+    }
+
+    /// Whether applying it may change the revocation set.
+    pub fn touches_revocations(&self) -> bool {
+        matches!(self, Command::Revoke { .. } | Command::Unrevoke { .. })
     }
 }
 

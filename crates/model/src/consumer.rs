@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{validate_cert_identities, CertIdentity};
 use crate::route::{FieldError, ObjectId};
 
 pub const MAX_CONSUMERS: usize = 1_000_000;
@@ -43,6 +44,10 @@ pub struct Consumer {
     pub metadata: BTreeMap<String, String>,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+    /// Client-certificate identities (mTLS) that stand for this consumer;
+    /// each may belong to one consumer only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertIdentity>,
 }
 
 impl Consumer {
@@ -82,7 +87,7 @@ impl Consumer {
                 ));
             }
         }
-        Ok(())
+        validate_cert_identities(&self.certificates)
     }
 }
 

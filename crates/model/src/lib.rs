@@ -13,12 +13,13 @@
 
 mod command;
 pub mod consumer;
+pub mod identity;
 mod node;
 pub mod path;
 pub mod route;
 mod state;
 
-pub use command::{Command, Proposal};
+pub use command::{Command, KeyRotation, Proposal};
 pub use consumer::Consumer;
 pub use node::{NodeId, NodeInfo, NodeInfoError};
 pub use route::{FieldError, ObjectId, Route, Upstream};

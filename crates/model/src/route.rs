@@ -435,6 +435,9 @@ pub struct Route {
     /// HTTPS responses carry `Strict-Transport-Security: max-age=<this>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts_max_age_s: Option<u32>,
+    /// Who may call this route and with which credentials; none: anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::identity::RouteAuth>,
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT_MS: u32 = 30_000;
@@ -502,6 +505,9 @@ impl Route {
             if b > MAX_BODY_LIMIT_BYTES {
                 return Err(field_err("max_body_bytes", format!("must be at most {MAX_BODY_LIMIT_BYTES}")));
             }
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate("auth")?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The replicated state and its pure transition function.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
 use crate::consumer::{Consumer, MAX_CONSUMERS};
+use crate::identity::{
+    validate_reason, ApiKey, JwtIssuer, Revocation, RevocationTarget, MAX_API_KEYS, MAX_ISSUERS, MAX_KEYS_PER_CONSUMER,
+    MAX_REVOCATIONS, MAX_TOKEN_REVOCATION_MS, REVOCATION_EXPIRY_MARGIN_MS,
+};
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
@@ -126,6 +130,8 @@ pub enum Effect {
     SettingDeleted { key: SettingKey, revision: u64 },
     ObjectPut { kind: String, id: ObjectId, revision: u64, created: bool },
     ObjectDeleted { kind: String, id: ObjectId, revision: u64 },
+    Revoked { key: String, revision: u64 },
+    Unrevoked { key: String, revision: u64 },
 }
 
 impl Effect {
@@ -135,7 +141,9 @@ impl Effect {
             Effect::SettingPut { revision, .. }
             | Effect::SettingDeleted { revision, .. }
             | Effect::ObjectPut { revision, .. }
-            | Effect::ObjectDeleted { revision, .. } => *revision,
+            | Effect::ObjectDeleted { revision, .. }
+            | Effect::Revoked { revision, .. }
+            | Effect::Unrevoked { revision, .. } => *revision,
         }
     }
 }
@@ -179,6 +187,26 @@ pub struct State {
     routing_revision: u64,
     #[serde(default)]
     consumers: Table<Consumer>,
+    #[serde(default)]
+    issuers: Table<JwtIssuer>,
+    #[serde(default)]
+    api_keys: Table<ApiKey>,
+    /// Each consumer's API key ids (an index of `api_keys`).
+    #[serde(default)]
+    keys_by_consumer: BTreeMap<ObjectId, BTreeSet<ObjectId>>,
+    /// Which consumer each client-certificate identity stands for (an index
+    /// of the consumers' `certificates`).
+    #[serde(default)]
+    cert_owners: Arc<BTreeMap<String, ObjectId>>,
+    /// Revision of the last change to consumers, keys or issuers (0: none).
+    #[serde(default)]
+    identity_revision: u64,
+    /// Revocations by [`RevocationTarget::key`].
+    #[serde(default)]
+    revocations: Arc<BTreeMap<String, Revocation>>,
+    /// Token revocations by the time they may be dropped.
+    #[serde(default)]
+    revocation_expiry: BTreeSet<(u64, String)>,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -248,20 +276,118 @@ impl State {
             }
             Command::PutConsumer { consumer, expected_revision } => {
                 consumer.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
-                let limit = MAX_CONSUMERS;
-                put(
+                for (i, c) in consumer.certificates.iter().enumerate() {
+                    if let Some(owner) = self.cert_owners.get(&c.key()).filter(|o| **o != consumer.id) {
+                        return Err(Rejection::Conflict {
+                            message: format!(
+                                "certificates[{i}]: {} already stands for consumer {:?}",
+                                c.key(),
+                                owner.as_str()
+                            ),
+                        });
+                    }
+                }
+                let effect = put(
                     &mut self.consumers,
                     "consumer",
                     &consumer.id,
                     consumer,
                     *expected_revision,
-                    limit,
+                    MAX_CONSUMERS,
                     revision,
                     time_ms,
-                )?
+                )?;
+                let owners = Arc::make_mut(&mut self.cert_owners);
+                owners.retain(|_, owner| owner != &consumer.id);
+                for c in &consumer.certificates {
+                    owners.insert(c.key(), consumer.id.clone());
+                }
+                self.identity_revision = revision;
+                effect
             }
             Command::DeleteConsumer { id, expected_revision } => {
-                delete(&mut self.consumers, "consumer", id, *expected_revision, revision)?
+                let effect = delete(&mut self.consumers, "consumer", id, *expected_revision, revision)?;
+                Arc::make_mut(&mut self.cert_owners).retain(|_, owner| owner != id);
+                if let Some(keys) = self.keys_by_consumer.remove(id) {
+                    let table = Arc::make_mut(&mut self.api_keys);
+                    for k in keys {
+                        table.remove(&k);
+                    }
+                }
+                self.identity_revision = revision;
+                effect
+            }
+            Command::PutIssuer { issuer, expected_revision } => {
+                issuer.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                if let Some(other) =
+                    self.issuers.values().find(|o| o.spec.id != issuer.id && o.spec.issuer == issuer.issuer)
+                {
+                    return Err(Rejection::Conflict {
+                        message: format!("issuer {:?} already trusts iss {:?}", other.spec.id.as_str(), issuer.issuer),
+                    });
+                }
+                let effect = put(
+                    &mut self.issuers,
+                    "issuer",
+                    &issuer.id,
+                    issuer,
+                    *expected_revision,
+                    MAX_ISSUERS,
+                    revision,
+                    time_ms,
+                )?;
+                self.identity_revision = revision;
+                effect
+            }
+            Command::DeleteIssuer { id, expected_revision } => {
+                let users: Vec<&str> = self
+                    .routes
+                    .values()
+                    .filter(|r| {
+                        r.spec.auth.as_ref().and_then(|a| a.jwt.as_ref()).is_some_and(|j| j.issuers.contains(id))
+                    })
+                    .map(|r| r.spec.id.as_str())
+                    .take(5)
+                    .collect();
+                if !users.is_empty() && self.issuers.contains_key(id) {
+                    return Err(Rejection::Conflict {
+                        message: format!("issuer {:?} is used by route(s) {}", id.as_str(), users.join(", ")),
+                    });
+                }
+                let effect = delete(&mut self.issuers, "issuer", id, *expected_revision, revision)?;
+                self.identity_revision = revision;
+                effect
+            }
+            Command::CreateApiKey { id, consumer, hash, expires_ms, rotates } => {
+                self.create_api_key(id, consumer, hash, *expires_ms, rotates.as_ref(), revision, time_ms)?
+            }
+            Command::DeleteApiKey { id } => {
+                let Some(key) = self.api_keys.get(id) else {
+                    return Err(Rejection::NotFound { kind: "api key".into(), key: id.to_string() });
+                };
+                let consumer = key.spec.consumer.clone();
+                Arc::make_mut(&mut self.api_keys).remove(id);
+                if let Some(set) = self.keys_by_consumer.get_mut(&consumer) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.keys_by_consumer.remove(&consumer);
+                    }
+                }
+                self.identity_revision = revision;
+                Effect::ObjectDeleted { kind: "api_key".into(), id: id.clone(), revision }
+            }
+            Command::Revoke { target, until_ms, reason } => {
+                self.revoke(target, *until_ms, reason, revision, time_ms)?
+            }
+            Command::Unrevoke { target } => {
+                let key = target.key();
+                let Some(old) = Arc::make_mut(&mut self.revocations).remove(&key) else {
+                    return Err(Rejection::NotFound { kind: "revocation".into(), key });
+                };
+                if let Some(until) = old.until_ms {
+                    self.revocation_expiry.remove(&(until.saturating_add(REVOCATION_EXPIRY_MARGIN_MS), key.clone()));
+                }
+                Effect::Unrevoked { key, revision }
             }
             Command::DeleteUpstream { id, expected_revision } => {
                 let users: Vec<&str> = self
@@ -283,7 +409,154 @@ impl State {
         };
         self.revision = revision;
         self.time_ms = time_ms;
+        self.drop_expired_revocations();
         Ok(effect)
+    }
+
+    /// Token revocations whose token has expired (plus the largest leeway)
+    /// go: the issuer check refuses those tokens anyway. Runs on accepted
+    /// commands only, with the leader's time, so every node drops the same.
+    fn drop_expired_revocations(&mut self) {
+        while let Some((at, _)) = self.revocation_expiry.first() {
+            if *at >= self.time_ms {
+                break;
+            }
+            let (_, key) = self.revocation_expiry.pop_first().expect("first exists");
+            Arc::make_mut(&mut self.revocations).remove(&key);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_api_key(
+        &mut self,
+        id: &ObjectId,
+        consumer: &ObjectId,
+        hash: &crate::identity::Digest,
+        expires_ms: Option<u64>,
+        rotates: Option<&crate::KeyRotation>,
+        revision: u64,
+        time_ms: u64,
+    ) -> Result<Effect, Rejection> {
+        if !self.consumers.contains_key(consumer) {
+            return Err(Rejection::Invalid {
+                field: "consumer".into(),
+                message: format!("consumer {:?} does not exist", consumer.as_str()),
+            });
+        }
+        if self.api_keys.contains_key(id) {
+            return Err(Rejection::Conflict { message: format!("api key {:?} already exists", id.as_str()) });
+        }
+        if expires_ms.is_some_and(|e| e <= time_ms) {
+            return Err(Rejection::Invalid { field: "expires".into(), message: "is in the past".into() });
+        }
+        if let Some(rot) = rotates {
+            match self.api_keys.get(&rot.old) {
+                Some(old) if &old.spec.consumer == consumer => {}
+                Some(_) => {
+                    return Err(Rejection::Invalid {
+                        field: "rotates".into(),
+                        message: format!("api key {:?} belongs to another consumer", rot.old.as_str()),
+                    })
+                }
+                None => return Err(Rejection::NotFound { kind: "api key".into(), key: rot.old.to_string() }),
+            }
+        }
+        // Expired keys of this consumer make room first.
+        let expired: Vec<ObjectId> = self
+            .keys_by_consumer
+            .get(consumer)
+            .into_iter()
+            .flatten()
+            .filter(|k| self.api_keys.get(*k).and_then(|s| s.spec.expires_ms).is_some_and(|e| e <= time_ms))
+            .cloned()
+            .collect();
+        let held = self.keys_by_consumer.get(consumer).map_or(0, BTreeSet::len) - expired.len();
+        if held >= MAX_KEYS_PER_CONSUMER {
+            return Err(Rejection::TableFull { kind: "api key of this consumer".into(), limit: MAX_KEYS_PER_CONSUMER });
+        }
+        if self.api_keys.len() - expired.len() >= MAX_API_KEYS {
+            return Err(Rejection::TableFull { kind: "api key".into(), limit: MAX_API_KEYS });
+        }
+        let table = Arc::make_mut(&mut self.api_keys);
+        let index = self.keys_by_consumer.entry(consumer.clone()).or_default();
+        for k in &expired {
+            table.remove(k);
+            index.remove(k);
+        }
+        if let Some(rot) = rotates {
+            if let Some(old) = table.get_mut(&rot.old) {
+                let end = time_ms.saturating_add(rot.overlap_ms);
+                old.spec.expires_ms = Some(old.spec.expires_ms.map_or(end, |e| e.min(end)));
+                old.revision = revision;
+                old.updated_ms = time_ms;
+            }
+        }
+        let key = ApiKey { id: id.clone(), consumer: consumer.clone(), hash: *hash, created_ms: time_ms, expires_ms };
+        table.insert(id.clone(), Stored { spec: key, revision, updated_ms: time_ms });
+        index.insert(id.clone());
+        self.identity_revision = revision;
+        Ok(Effect::ObjectPut { kind: "api_key".into(), id: id.clone(), revision, created: true })
+    }
+
+    fn revoke(
+        &mut self,
+        target: &RevocationTarget,
+        until_ms: Option<u64>,
+        reason: &str,
+        revision: u64,
+        time_ms: u64,
+    ) -> Result<Effect, Rejection> {
+        target.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+        validate_reason(reason).map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+        let missing = |kind: &str, id: &ObjectId| Rejection::NotFound { kind: kind.into(), key: id.to_string() };
+        match target {
+            RevocationTarget::Token { issuer, .. } | RevocationTarget::IssuerKey { issuer, .. }
+                if !self.issuers.contains_key(issuer) =>
+            {
+                return Err(missing("issuer", issuer))
+            }
+            RevocationTarget::ApiKey { id } if !self.api_keys.contains_key(id) => return Err(missing("api key", id)),
+            RevocationTarget::Consumer { id } if !self.consumers.contains_key(id) => {
+                return Err(missing("consumer", id))
+            }
+            _ => {}
+        }
+        let until_ms = match (target, until_ms) {
+            (RevocationTarget::Token { .. }, None) => {
+                return Err(Rejection::Invalid {
+                    field: "until".into(),
+                    message: "a token revocation needs the token's expiry (exp)".into(),
+                })
+            }
+            (RevocationTarget::Token { .. }, Some(u)) if u > time_ms.saturating_add(MAX_TOKEN_REVOCATION_MS) => {
+                return Err(Rejection::Invalid {
+                    field: "until".into(),
+                    message: "is more than 366 days ahead; such tokens are refused anyway".into(),
+                })
+            }
+            (RevocationTarget::Token { .. }, Some(u)) => Some(u),
+            (_, Some(_)) => {
+                return Err(Rejection::Invalid {
+                    field: "until".into(),
+                    message: "only token revocations expire".into(),
+                })
+            }
+            (_, None) => None,
+        };
+        let key = target.key();
+        if let Some(old) = self.revocations.get(&key) {
+            if let Some(u) = old.until_ms {
+                self.revocation_expiry.remove(&(u.saturating_add(REVOCATION_EXPIRY_MARGIN_MS), key.clone()));
+            }
+        } else if self.revocations.len() >= MAX_REVOCATIONS {
+            return Err(Rejection::TableFull { kind: "revocation".into(), limit: MAX_REVOCATIONS });
+        }
+        if let Some(u) = until_ms {
+            self.revocation_expiry.insert((u.saturating_add(REVOCATION_EXPIRY_MARGIN_MS), key.clone()));
+        }
+        let revocation = Revocation { target: target.clone(), revoked_ms: time_ms, until_ms, reason: reason.into() };
+        Arc::make_mut(&mut self.revocations).insert(key.clone(), revocation);
+        Ok(Effect::Revoked { key, revision })
     }
 
     /// The revision of the last accepted command (0 for a new cluster).
@@ -311,6 +584,39 @@ impl State {
         &self.consumers
     }
 
+    pub fn issuers(&self) -> &Table<JwtIssuer> {
+        &self.issuers
+    }
+
+    pub fn api_keys(&self) -> &Table<ApiKey> {
+        &self.api_keys
+    }
+
+    /// The API key ids a consumer holds.
+    pub fn keys_of(&self, consumer: &ObjectId) -> impl Iterator<Item = &ObjectId> {
+        self.keys_by_consumer.get(consumer).into_iter().flatten()
+    }
+
+    /// The consumer a client-certificate identity stands for.
+    pub fn cert_owner(&self, identity_key: &str) -> Option<&ObjectId> {
+        self.cert_owners.get(identity_key)
+    }
+
+    /// Client-certificate identity keys ([`crate::identity::CertIdentity::key`]) and their consumers.
+    pub fn cert_owners(&self) -> &Arc<BTreeMap<String, ObjectId>> {
+        &self.cert_owners
+    }
+
+    /// Revision of the last change to consumers, API keys or issuers.
+    pub fn identity_revision(&self) -> u64 {
+        self.identity_revision
+    }
+
+    /// Revocations by [`RevocationTarget::key`].
+    pub fn revocations(&self) -> &Arc<BTreeMap<String, Revocation>> {
+        &self.revocations
+    }
+
     /// Revision of the last route or upstream change.
     pub fn routing_revision(&self) -> u64 {
         self.routing_revision
@@ -325,6 +631,15 @@ impl State {
                 field: "upstream".into(),
                 message: format!("upstream {:?} does not exist", route.upstream.as_str()),
             });
+        }
+        let issuers = route.auth.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| j.issuers.as_slice()).unwrap_or(&[]);
+        for (i, issuer) in issuers.iter().enumerate() {
+            if !self.issuers.contains_key(issuer) {
+                return Err(Rejection::Invalid {
+                    field: format!("auth.jwt.issuers[{i}]"),
+                    message: format!("issuer {:?} does not exist", issuer.as_str()),
+                });
+            }
         }
         if let Some(other) = self.routes.values().find(|o| o.spec.id != route.id && o.spec.conflicts_with(route)) {
             return Err(Rejection::Conflict {

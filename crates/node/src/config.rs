@@ -27,6 +27,92 @@ pub struct NodeConfig {
     pub http: HttpLimits,
     /// An HTTPS data-plane listener (off without this section).
     pub https: Option<HttpsConfig>,
+    /// Credential checks: API-key hash secret, staleness bound, token cache.
+    pub identity: IdentitySection,
+}
+
+/// `[identity]`: how this node checks credentials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// The secret that keys API-key hashes, `env:NAME` or `file:/path`; the
+    /// same on every node. Unset: a public development value (logged).
+    pub key_hash_secret: Option<String>,
+    /// A node whose view of the cluster is older than this (plus
+    /// `max_one_way_delay_ms`) may miss revocations, so its authenticated
+    /// routes answer 503. Unset: election_timeout_max_ms - 2 x
+    /// max_one_way_delay_ms - 100.
+    pub max_staleness_ms: Option<u64>,
+    /// The largest one-way network delay between nodes the bound assumes.
+    pub max_one_way_delay_ms: u64,
+    /// Verified JWTs cached per node.
+    pub token_cache_entries: usize,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            key_hash_secret: None,
+            max_staleness_ms: None,
+            max_one_way_delay_ms: 100,
+            token_cache_entries: raftgate_identity::cache::DEFAULT_TOKEN_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// Margin kept below the election timeout by the default staleness bound.
+const STALENESS_MARGIN_MS: u64 = 100;
+
+impl NodeConfig {
+    /// The staleness bound S in force.
+    pub fn max_staleness_ms(&self) -> u64 {
+        self.identity.max_staleness_ms.unwrap_or_else(|| {
+            self.raft
+                .election_timeout_max_ms
+                .saturating_sub(2 * self.identity.max_one_way_delay_ms + STALENESS_MARGIN_MS)
+                .max(1)
+        })
+    }
+
+    /// The key-hash secret: resolved from its reference, or the public
+    /// development value (`None` in the second element when so).
+    pub fn key_hash_secret(&self) -> Result<(Vec<u8>, bool), ConfigError> {
+        match &self.identity.key_hash_secret {
+            None => Ok((raftgate_proxy::gateway::DEV_KEY_HASH_SECRET.to_vec(), false)),
+            Some(r) => {
+                let r = raftgate_model::identity::SecretRef::parse(r)
+                    .map_err(|e| field("identity.key_hash_secret", e.message))?;
+                let secret = raftgate_identity::secret::resolve(&r)
+                    .map_err(|e| field("identity.key_hash_secret", e.to_string()))?;
+                Ok((secret, true))
+            }
+        }
+    }
+
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        let id = &self.identity;
+        if id.max_one_way_delay_ms == 0 || id.max_one_way_delay_ms > 10_000 {
+            return Err(field("identity.max_one_way_delay_ms", "must be 1 to 10000"));
+        }
+        if id.token_cache_entries > 1_000_000 {
+            return Err(field("identity.token_cache_entries", "must be at most 1000000"));
+        }
+        let s = self.max_staleness_ms();
+        let bound = s + 2 * id.max_one_way_delay_ms;
+        if bound >= self.raft.election_timeout_max_ms {
+            return Err(field(
+                "identity.max_staleness_ms",
+                format!(
+                    "max_staleness_ms + 2 x max_one_way_delay_ms ({bound}) must stay below raft.election_timeout_max_ms ({}): otherwise a deposed leader could serve revoked credentials after a new leader took over",
+                    self.raft.election_timeout_max_ms
+                ),
+            ));
+        }
+        if let Some(r) = &id.key_hash_secret {
+            raftgate_model::identity::SecretRef::parse(r).map_err(|e| field("identity.key_hash_secret", e.message))?;
+        }
+        Ok(())
+    }
 }
 
 /// Data-plane listener limits; each maps to `raftgate_proxy::Limits`.
@@ -307,6 +393,11 @@ pub struct ConfigOverrides {
     /// repeat the flag, or separate members with `;` in the variable.
     #[arg(long = "bootstrap-member", env = "RAFTGATE_BOOTSTRAP_MEMBERS", value_delimiter = ';')]
     pub bootstrap_members: Vec<String>,
+    /// `env:NAME` or `file:/path` of the API-key hash secret.
+    #[arg(long, env = "RAFTGATE_KEY_HASH_SECRET")]
+    pub key_hash_secret: Option<String>,
+    #[arg(long, env = "RAFTGATE_MAX_STALENESS_MS")]
+    pub max_staleness_ms: Option<u64>,
     #[arg(long, env = "RAFTGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     #[arg(long, env = "RAFTGATE_LOG_LEVEL")]
@@ -364,6 +455,12 @@ impl NodeConfig {
         set(&mut self.raft.write_timeout_ms, &o.write_timeout_ms);
         set(&mut self.raft.read_timeout_ms, &o.read_timeout_ms);
         set(&mut self.raft.snapshot_every_entries, &o.snapshot_every_entries);
+        if o.key_hash_secret.is_some() {
+            self.identity.key_hash_secret = o.key_hash_secret.clone();
+        }
+        if o.max_staleness_ms.is_some() {
+            self.identity.max_staleness_ms = o.max_staleness_ms;
+        }
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.level, &o.log_level);
         if !o.bootstrap_members.is_empty() {
@@ -434,6 +531,7 @@ impl NodeConfig {
             }
         }
         self.http.validate()?;
+        self.validate_identity()?;
         self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
         self.node_info().validate().map_err(|e| match e {
             raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),

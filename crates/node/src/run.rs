@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_admin::AdminService;
-use raftgate_cluster::{ClusterError, ClusterNode, NodeEnv, StartError};
+use raftgate_cluster::{ApplyObserver, ClusterError, ClusterNode, NodeEnv, StartError};
+use raftgate_identity::apikey::KeyHasher;
+use raftgate_model::{Command, State};
 use raftgate_proxy::tls::{TlsError, TlsSource};
-use raftgate_proxy::{Gateway, GatewayConfig};
+use raftgate_proxy::{Gateway, GatewayConfig, IdentityConfig, ViewAge};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,6 +38,8 @@ pub enum NodeError {
     Bootstrap(ClusterError),
     #[error("https certificates: {0}")]
     Tls(TlsError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("{listener} listener failed: {message}")]
     Server { listener: &'static str, message: String },
 }
@@ -82,9 +86,14 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
 
     let https_port =
         config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
-    let gateway =
-        Gateway::new(GatewayConfig { region: config.node.region.clone(), limits: config.http.to_limits(), https_port });
-    let follower = tokio::spawn(follow_routing(node.clone(), gateway.clone()));
+    let gateway = Gateway::new(GatewayConfig {
+        region: config.node.region.clone(),
+        limits: config.http.to_limits(),
+        https_port,
+        identity: identity_config(&config, &node)?,
+    });
+    attach_data_plane(&node, &gateway);
+    let follower = tokio::spawn(follow_state(node.clone(), gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
@@ -112,12 +121,76 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     result
 }
 
-/// Rebuilds the data plane's snapshot whenever applied routing changes.
-/// Runs for the life of the node; the request path never waits for it.
-pub async fn follow_routing(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
+/// How this node's data plane checks credentials, from its config.
+pub fn identity_config(config: &NodeConfig, node: &Arc<ClusterNode>) -> Result<IdentityConfig, NodeError> {
+    let (secret, configured) = config.key_hash_secret()?;
+    if !configured {
+        tracing::warn!("identity.key_hash_secret is not set: API keys are hashed with the public development secret; set it (the same on every node) outside development");
+    }
+    let view = node.view().clone();
+    let max_staleness_ms = config.max_staleness_ms();
+    let d_max = config.identity.max_one_way_delay_ms;
+    tracing::info!(
+        max_staleness_ms,
+        max_one_way_delay_ms = d_max,
+        election_timeout_max_ms = config.raft.election_timeout_max_ms,
+        "revocation bound: a revoked credential is refused on every node no later than {} ms after its commit, plus the time to apply it; connected nodes refuse it within one replication delay",
+        max_staleness_ms + d_max
+    );
+    Ok(IdentityConfig {
+        key_hasher: KeyHasher::new(&secret),
+        view_age: Some(ViewAge(Arc::new(move || view.view_age_ms()))),
+        max_staleness_ms,
+        max_one_way_delay_ms: d_max,
+        token_cache_entries: config.identity.token_cache_entries,
+    })
+}
+
+/// Publishes revocations into the data plane from inside apply, so that a
+/// revocation applied on this node is enforced by it before apply returns.
+struct RevocationPublisher(Arc<Gateway>);
+
+impl ApplyObserver for RevocationPublisher {
+    fn applied(&self, state: &State, accepted: &[&Command]) {
+        if accepted.iter().any(|c| c.touches_revocations()) {
+            self.0.revocations_applied(state, Some(accepted));
+        }
+    }
+    fn replaced(&self, state: &State) {
+        self.0.revocations_applied(state, None);
+    }
+}
+
+/// Connects a gateway to the node's applied state (revocations synchronously).
+pub fn attach_data_plane(node: &Arc<ClusterNode>, gateway: &Arc<Gateway>) {
+    node.observe_applied(Arc::new(RevocationPublisher(gateway.clone())));
+}
+
+/// Rebuilds the data plane's snapshots whenever applied routing or identity
+/// changes. Runs for the life of the node; the request path never waits for it.
+pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
     let mut applied = node.subscribe_applied();
     let mut published = 0;
+    let mut published_identity = 0;
     loop {
+        let identity = node.local_read(|a| {
+            let s = &a.state;
+            let revision = s.identity_revision();
+            (revision != published_identity).then(|| {
+                (revision, s.consumers().clone(), s.api_keys().clone(), s.cert_owners().clone(), s.issuers().clone())
+            })
+        });
+        if let Some((revision, consumers, keys, certs, issuers)) = identity {
+            gateway.publish_identity(revision, &consumers, &keys, &certs, &issuers);
+            tracing::info!(
+                identity_revision = revision,
+                consumers = consumers.len(),
+                api_keys = keys.len(),
+                issuers = issuers.len(),
+                "identity snapshot published"
+            );
+            published_identity = revision;
+        }
         let changed = node.local_read(|a| {
             let revision = a.state.routing_revision();
             (revision != published).then(|| (revision, a.state.routes().clone(), a.state.upstreams().clone()))
@@ -174,12 +247,17 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let id = config.node.id;
+    let key_hasher = KeyHasher::new(&config.key_hash_secret()?.0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let raft_server = server_builder()
         .add_service(node.raft_service().into_server())
         .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
     let admin_server = server_builder()
-        .add_service(AdminService::new(node.clone()).into_server())
+        .add_service(
+            AdminService::new(node.clone(), key_hasher)
+                .with_revocation_bound(config.max_staleness_ms() + config.identity.max_one_way_delay_ms)
+                .into_server(),
+        )
         .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));
     let mut raft_task = tokio::spawn(raft_server);
     let mut admin_task = tokio::spawn(admin_server);

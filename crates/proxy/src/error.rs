@@ -7,6 +7,9 @@
 //!
 //! | status | code | when |
 //! |---|---|---|
+//! | 401 | `unauthorized` | no credential, or one that is invalid, expired or revoked (`WWW-Authenticate` names what the route accepts) |
+//! | 403 | `forbidden` | a valid credential the route does not allow |
+//! | 403 | `insufficient_scope` | a valid token without the route's scopes |
 //! | 400 | `bad_request` | malformed or ambiguous request (bad path encoding, Content-Length with Transfer-Encoding, bad header bytes); the connection is closed |
 //! | 404 | `route_not_found` | no route matches host, path and predicates |
 //! | 405 | `method_not_allowed` | a route matches but not with this method (`Allow` lists the methods) |
@@ -16,9 +19,10 @@
 //! | 502 | `upstream_unavailable` | every try failed to connect or the upstream broke the exchange |
 //! | 503 | `no_healthy_upstream` | every target ejected, unhealthy or at its in-flight limit |
 //! | 504 | `upstream_timeout` | no response headers within the try or route timeout |
+//! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use raftgate_model::route::Method;
 
@@ -35,6 +39,11 @@ pub enum GatewayError {
     UpstreamUnavailable,
     NoHealthyUpstream,
     UpstreamTimeout,
+    /// 401 with this `WWW-Authenticate` challenge.
+    Unauthorized(HeaderValue),
+    Forbidden,
+    InsufficientScope,
+    StaleState,
 }
 
 impl GatewayError {
@@ -49,6 +58,9 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden | GatewayError::InsufficientScope => StatusCode::FORBIDDEN,
+            GatewayError::StaleState => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -63,6 +75,10 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Unauthorized(_) => "unauthorized",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::InsufficientScope => "insufficient_scope",
+            GatewayError::StaleState => "stale_state",
         }
     }
 
@@ -77,6 +93,10 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "the upstream could not be reached",
             GatewayError::NoHealthyUpstream => "no healthy upstream target is available",
             GatewayError::UpstreamTimeout => "the upstream did not answer in time",
+            GatewayError::Unauthorized(_) => "valid credentials are required",
+            GatewayError::Forbidden => "these credentials may not call this route",
+            GatewayError::InsufficientScope => "the token lacks a scope this route requires",
+            GatewayError::StaleState => "this node cannot confirm credentials right now; retry",
         }
     }
 
@@ -97,6 +117,21 @@ impl GatewayError {
             if let Ok(v) = HeaderValue::from_str(&list) {
                 headers.insert(ALLOW, v);
             }
+        }
+        match self {
+            GatewayError::Unauthorized(challenge) => {
+                headers.insert(WWW_AUTHENTICATE, challenge.clone());
+            }
+            GatewayError::InsufficientScope => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="raftgate", error="insufficient_scope""#),
+                );
+            }
+            GatewayError::StaleState => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         if matches!(self, GatewayError::BadRequest) {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -15,6 +15,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
 use raftgate_model::route::{is_hop_by_hop, HeaderOps};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The consumer the gateway authenticated the request as (client-sent ones are removed).
+pub const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

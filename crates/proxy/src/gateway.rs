@@ -24,6 +24,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use raftgate_model::route::UpstreamProtocol;
 use raftgate_model::{ObjectId, Route, Table, Upstream};
 
+use raftgate_identity::apikey::KeyHasher;
+use raftgate_identity::cache::TokenCache;
+use raftgate_identity::jwt::{IssuerSet, IssuerVerifier};
+use raftgate_identity::revocation::{Fingerprinter, RevocationIndex};
+use raftgate_model::identity::{ApiKey, JwtIssuer};
+use raftgate_model::{Consumer, State};
+
+use crate::auth::IdentitySnapshot;
 use crate::balance::{Balancer, RetryBudget, TargetState};
 use crate::body::ProxyBody;
 use crate::router::Router;
@@ -81,7 +89,51 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Port of this node's HTTPS listener, for redirects (none: 443).
     pub https_port: Option<u16>,
+    pub identity: IdentityConfig,
 }
+
+/// How old this node's view of the cluster is, in milliseconds (None: it
+/// never had one). Read on every authenticated request: must be cheap.
+#[derive(Clone)]
+pub struct ViewAge(pub Arc<dyn Fn() -> Option<u64> + Send + Sync>);
+
+impl std::fmt::Debug for ViewAge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ViewAge(..)")
+    }
+}
+
+/// Credential checking on this node.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// Checks presented API keys against the stored hashes.
+    pub key_hasher: KeyHasher,
+    /// The age of this node's view; without it the node never counts as stale.
+    pub view_age: Option<ViewAge>,
+    /// A view older than this (plus `max_one_way_delay_ms`) may be missing
+    /// revocations: authenticated routes then answer 503.
+    pub max_staleness_ms: u64,
+    /// The largest one-way delay between nodes assumed by the bound.
+    pub max_one_way_delay_ms: u64,
+    /// Verified tokens cached on this node.
+    pub token_cache_entries: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            key_hasher: KeyHasher::new(DEV_KEY_HASH_SECRET),
+            view_age: None,
+            max_staleness_ms: 900,
+            max_one_way_delay_ms: 100,
+            token_cache_entries: raftgate_identity::cache::DEFAULT_TOKEN_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// The API-key hash secret used when none is configured (development only:
+/// it is public, so stored hashes are then plain SHA-256-strength digests).
+pub const DEV_KEY_HASH_SECRET: &[u8] = b"raftgate development key-hash secret; configure identity.key_hash_secret";
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
@@ -188,16 +240,111 @@ pub struct Gateway {
     /// builder touches it; bounded by the upstream and target limits.
     targets: Mutex<HashMap<(ObjectId, String), Arc<TargetState>>>,
     epoch: Instant,
+    identity: ArcSwap<IdentitySnapshot>,
+    revocations: ArcSwap<RevocationIndex>,
+    fingerprinter: Fingerprinter,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Arc<Self> {
+        let fingerprinter = Fingerprinter::default();
         Arc::new(Self {
             config,
             current: ArcSwap::from_pointee(Snapshot::empty()),
             targets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            identity: ArcSwap::from_pointee(IdentitySnapshot::empty()),
+            revocations: ArcSwap::from_pointee(RevocationIndex::build(fingerprinter.clone(), &State::default())),
+            fingerprinter,
         })
+    }
+
+    /// The identity snapshot a request authenticates against.
+    pub fn identity(&self) -> Arc<IdentitySnapshot> {
+        self.identity.load_full()
+    }
+
+    /// The revocation index in force.
+    pub fn revocations(&self) -> Arc<RevocationIndex> {
+        self.revocations.load_full()
+    }
+
+    /// Replaces the revocation index (from the apply observer, synchronously).
+    pub fn publish_revocations(&self, index: RevocationIndex) {
+        self.revocations.store(Arc::new(index));
+    }
+
+    /// Applies a batch's revocations to the index, or rebuilds it when `accepted` is `None`.
+    pub fn revocations_applied(&self, state: &State, accepted: Option<&[&raftgate_model::Command]>) {
+        match accepted {
+            None => self.publish_revocations(RevocationIndex::build(self.fingerprinter.clone(), state)),
+            Some(cmds) => {
+                if let Some(next) = self.revocations.load().after(state, cmds) {
+                    self.publish_revocations(next);
+                }
+            }
+        }
+    }
+
+    pub fn key_hasher(&self) -> &KeyHasher {
+        &self.config.identity.key_hasher
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch (credential expiry).
+    pub fn wall_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// `Some(age)` when this node's view is too old to vouch for revocations.
+    pub fn stale_view_age_ms(&self) -> Option<u64> {
+        let id = &self.config.identity;
+        let probe = id.view_age.as_ref()?;
+        match (probe.0)() {
+            None => Some(u64::MAX),
+            Some(age) if age.saturating_add(id.max_one_way_delay_ms) > id.max_staleness_ms => Some(age),
+            Some(_) => None,
+        }
+    }
+
+    /// Builds and publishes the identity snapshot. Issuers whose secret or
+    /// keys do not load are left out (their tokens get 401) and logged.
+    pub fn publish_identity(
+        &self,
+        revision: u64,
+        consumers: &Table<Consumer>,
+        api_keys: &Table<ApiKey>,
+        cert_owners: &Arc<std::collections::BTreeMap<String, ObjectId>>,
+        issuers: &Table<JwtIssuer>,
+    ) {
+        let mut verifiers = Vec::with_capacity(issuers.len());
+        for stored in issuers.values() {
+            let spec = &stored.spec;
+            let secret = match &spec.secret {
+                Some(r) => match raftgate_identity::secret::resolve(r) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(issuer = %spec.id, error = %e, "JWT issuer secret not loaded; its tokens are refused");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            match IssuerVerifier::new(spec, secret.as_deref()) {
+                Ok(v) => verifiers.push(Arc::new(v)),
+                Err(e) => {
+                    tracing::error!(issuer = %spec.id, error = %e, "JWT issuer not loaded; its tokens are refused")
+                }
+            }
+        }
+        let snapshot = IdentitySnapshot {
+            revision,
+            consumers: consumers.clone(),
+            api_keys: api_keys.clone(),
+            cert_owners: cert_owners.clone(),
+            issuers: IssuerSet::new(verifiers),
+            token_cache: TokenCache::new(self.config.identity.token_cache_entries),
+        };
+        self.identity.store(Arc::new(snapshot));
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -280,7 +427,12 @@ mod tests {
     }
 
     fn gateway() -> Arc<Gateway> {
-        Gateway::new(GatewayConfig { region: "r".into(), limits: Limits::default(), https_port: None })
+        Gateway::new(GatewayConfig {
+            region: "r".into(),
+            limits: Limits::default(),
+            https_port: None,
+            identity: IdentityConfig::default(),
+        })
     }
 
     #[test]

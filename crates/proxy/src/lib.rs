@@ -5,11 +5,13 @@
 //! - [`gateway`]: the published snapshot and what survives rebuilds.
 //! - [`router`]: the compiled route matcher.
 //! - [`pipeline`]: the phases of a request.
+//! - [`auth`]: authentication and authorization of a request.
 //! - [`balance`]: target choice, health, circuit breaking, retry budget.
 //! - [`server`]: the listener and its limits.
 //! - [`error`]: the responses the gateway generates.
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 
+pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod error;
@@ -22,4 +24,4 @@ pub mod router;
 pub mod server;
 pub mod tls;
 
-pub use gateway::{Gateway, GatewayConfig, Limits};
+pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, ViewAge};

@@ -13,8 +13,11 @@
 //!    header operations, the request id.
 //! 6. logging: one structured line per request (target `raftgate::access`).
 //!
-//! Later stages (authentication, rate limits, WAF, cache) slot in between
-//! 2 and 3, each with the same shape: take the context, continue or respond.
+//! 2b. [`crate::auth::authenticate`]: credentials, revocation, the route's
+//!    consumer, group and scope rules (401 / 403 / 503 when stale).
+//!
+//! Later stages (rate limits, WAF, cache) slot in between 2b and 3, each
+//! with the same shape: take the context, continue or respond.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +112,7 @@ async fn proxy(
     if route.https_redirect && conn.proto == "http" {
         return redirect_to_https(gateway, &req, &checked, request_id);
     }
+    let principal = crate::auth::authenticate(gateway, &route, req.headers(), req.uri().query(), conn, request_id)?;
     let upstream = snapshot.upstreams.get(&route.upstream).ok_or(GatewayError::NoHealthyUpstream)?;
 
     let limit = route.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -119,7 +123,12 @@ async fn proxy(
     // HTTP/2 bodies need neither Content-Length nor Transfer-Encoding.
     let has_body = !http_body::Body::is_end_stream(req.body());
     let (parts, body) = req.into_parts();
-    let headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
+    let mut headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
+    if let Some(p) = &principal {
+        if let Ok(v) = HeaderValue::from_str(p.consumer.as_str()) {
+            headers.insert(forwarded::X_CONSUMER_ID, v);
+        }
+    }
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{upstream_path}?{q}"),
         None => upstream_path,
@@ -275,6 +284,8 @@ fn upstream_request(
     forwarded::apply_ops(&mut headers, &route.request_headers);
     forwarded::add_forwarded(&mut headers, &conn.client_addr, conn.proto, checked.host.as_deref());
     forwarded::set_client_cert(&mut headers, conn.client_cert.as_deref());
+    // Only the gateway says who the consumer is.
+    headers.remove(forwarded::X_CONSUMER_ID);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, v);
     }

@@ -72,14 +72,50 @@ pub struct ClientIdentity {
     /// Lower-case hex SHA-256 of the DER certificate.
     pub fingerprint_sha256: String,
     pub der: Arc<Vec<u8>>,
+    /// DNS, URI and e-mail subject alternative names (at most [`MAX_CERT_NAMES`]).
+    pub sans: Vec<String>,
+    /// The subject's common name.
+    pub cn: Option<String>,
 }
 
+/// Most subject alternative names kept from a client certificate.
+pub const MAX_CERT_NAMES: usize = 16;
+
 impl ClientIdentity {
+    /// The identity of a certificate rustls has verified.
     pub fn from_der(der: &[u8]) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, der);
         let fingerprint_sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Self { fingerprint_sha256, der: Arc::new(der.to_vec()) }
+        let (sans, cn) = names(der);
+        Self { fingerprint_sha256, der: Arc::new(der.to_vec()), sans, cn }
     }
+
+    /// The identity keys a consumer's `certificates` may name, most
+    /// specific first: the fingerprint, then each SAN, then the CN.
+    pub fn identity_keys(&self) -> impl Iterator<Item = String> + '_ {
+        std::iter::once(format!("sha256:{}", self.fingerprint_sha256))
+            .chain(self.sans.iter().map(|s| format!("san:{s}")))
+            .chain(self.cn.iter().map(|c| format!("cn:{c}")))
+    }
+}
+
+fn names(der: &[u8]) -> (Vec<String>, Option<String>) {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return (Vec::new(), None) };
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            let text = match name {
+                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => *s,
+                _ => continue,
+            };
+            if sans.len() < MAX_CERT_NAMES && text.len() <= 256 {
+                sans.push(text.to_string());
+            }
+        }
+    }
+    let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_string);
+    (sans, cn.filter(|c| c.len() <= 256))
 }
 
 pub fn provider() -> Arc<CryptoProvider> {

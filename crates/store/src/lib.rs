@@ -24,7 +24,7 @@ mod types;
 pub use kv::{FlushMode, KvError, KvStore, SledKv, Space, Write};
 pub use log_store::LogStore;
 pub use runtime::{seed_thread_rng, SeededTokio};
-pub use state_machine::{Applied, SnapshotLoadError, StateMachineStore};
+pub use state_machine::{Applied, ApplyObserver, SnapshotLoadError, StateMachineStore};
 pub use types::{Outcome, TypeConfig};
 
 use std::path::Path;

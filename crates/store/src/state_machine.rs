@@ -13,7 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
 };
-use raftgate_model::{NodeInfo, State};
+use raftgate_model::{Command, NodeInfo, State};
 
 use crate::kv::{KvError, KvStore, Space, Write};
 use crate::{Outcome, TypeConfig};
@@ -34,8 +34,19 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, NodeInfo>,
 }
 
+/// Sees every change of the applied state synchronously, while apply still
+/// holds it: what the observer publishes is in force before openraft learns
+/// that the entries were applied (revocations rely on this).
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// A batch was applied; `accepted` holds its commands that took effect.
+    fn applied(&self, state: &State, accepted: &[&Command]);
+    /// The state was replaced wholesale (observer registered, snapshot installed).
+    fn replaced(&self, state: &State);
+}
+
 struct Shared<K> {
     kv: K,
+    observer: RwLock<Option<Arc<dyn ApplyObserver>>>,
     applied: RwLock<Applied>,
     /// Serialises snapshot writes so that a slow build cannot overwrite a newer one.
     snapshot_write: tokio::sync::Mutex<()>,
@@ -75,6 +86,7 @@ impl<K: KvStore> StateMachineStore<K> {
         Ok(Self {
             shared: Arc::new(Shared {
                 kv,
+                observer: RwLock::new(None),
                 applied: RwLock::new(applied),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
@@ -90,6 +102,19 @@ impl<K: KvStore> StateMachineStore<K> {
 
     fn notify_applied(&self, index: Option<u64>) {
         self.shared.applied_index.send_replace(index.unwrap_or(0));
+    }
+
+    /// Registers the observer of applied changes and shows it the current
+    /// state, under the same lock apply takes, so it misses nothing.
+    pub fn set_observer(&self, observer: Arc<dyn ApplyObserver>) {
+        let applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
+        observer.replaced(&applied.state);
+        *self.shared.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+        drop(applied);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn ApplyObserver>> {
+        self.shared.observer.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reads the applied state. Keep `f` short: apply waits while it runs.
@@ -151,24 +176,33 @@ impl<K: KvStore> RaftStateMachine<TypeConfig> for StateMachineStore<K> {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let observer = self.observer();
         let mut applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
-        let mut outcomes = Vec::new();
-        for entry in entries {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut accepted: Vec<&Command> = Vec::new();
+        for entry in &entries {
             let log_id = entry.log_id;
             debug_assert!(applied.last_applied < Some(log_id), "applied index only grows");
             applied.last_applied = Some(log_id);
-            let outcome = match entry.payload {
+            let outcome = match &entry.payload {
                 EntryPayload::Blank => Outcome::Internal,
                 EntryPayload::Normal(p) => match applied.state.apply(p.leader_time_ms, &p.command) {
-                    Ok(effect) => Outcome::Applied { effect },
+                    Ok(effect) => {
+                        accepted.push(&p.command);
+                        Outcome::Applied { effect }
+                    }
                     Err(rejection) => Outcome::Rejected { rejection },
                 },
                 EntryPayload::Membership(m) => {
-                    applied.membership = StoredMembership::new(Some(log_id), m);
+                    applied.membership = StoredMembership::new(Some(log_id), m.clone());
                     Outcome::Internal
                 }
             };
             outcomes.push(outcome);
+        }
+        if let Some(observer) = &observer {
+            observer.applied(&applied.state, &accepted);
         }
         let last = applied.last_applied.map(|l| l.index);
         drop(applied);
@@ -190,6 +224,9 @@ impl<K: KvStore> RaftStateMachine<TypeConfig> for StateMachineStore<K> {
         self.persist_snapshot(meta, &data).await?;
         let mut applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
         *applied = Applied { state, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        if let Some(observer) = self.observer() {
+            observer.replaced(&applied.state);
+        }
         drop(applied);
         self.notify_applied(meta.last_log_id.map(|l| l.index));
         Ok(())

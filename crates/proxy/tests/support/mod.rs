@@ -65,7 +65,22 @@ impl TestGateway {
         tls: Option<Arc<raftgate_proxy::tls::TlsSource>>,
         https_port: Option<u16>,
     ) -> Self {
-        let gateway = Gateway::new(GatewayConfig { region: "local".into(), limits, https_port });
+        let config = GatewayConfig {
+            region: "local".into(),
+            limits,
+            https_port,
+            identity: raftgate_proxy::IdentityConfig::default(),
+        };
+        Self::start_config(routes, upstreams, config, tls).await
+    }
+
+    pub async fn start_config(
+        routes: Value,
+        upstreams: Value,
+        config: GatewayConfig,
+        tls: Option<Arc<raftgate_proxy::tls::TlsSource>>,
+    ) -> Self {
+        let gateway = Gateway::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
