@@ -48,7 +48,8 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
     }
     let (up_addr, _up) = start_upstream("orders").await;
     let ep = admins[2].clone();
-    let e = |args: &[&str]| [&["--endpoint", ep.as_str()], args].concat().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let e =
+        |args: &[&str]| [&["--endpoint", ep.as_str()], args].concat().iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let run = |args: &[&str]| {
         let full = e(args);
         ctl_ok(&full.iter().map(String::as_str).collect::<Vec<_>>())
@@ -56,7 +57,18 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
 
     run(&["upstream", "apply", "--id", "orders", "--target", &up_addr]);
     run(&["consumer", "apply", "--id", "acme", "--group", "partners"]);
-    run(&["issuer", "apply", "--id", "idp", "--issuer", "https://idp.test/", "--algorithm", "HS256", "--secret", &format!("env:{HS_ENV}")]);
+    run(&[
+        "issuer",
+        "apply",
+        "--id",
+        "idp",
+        "--issuer",
+        "https://idp.test/",
+        "--algorithm",
+        "HS256",
+        "--secret",
+        &format!("env:{HS_ENV}"),
+    ]);
     let routes = cluster.dir.path().join("routes.yaml");
     std::fs::write(
         &routes,
@@ -67,7 +79,8 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
 
     // A key, printed once.
     let created: serde_json::Value =
-        serde_json::from_str(&run(&["--output", "json", "key", "create", "--consumer", "acme", "--expires", "30d"])).unwrap();
+        serde_json::from_str(&run(&["--output", "json", "key", "create", "--consumer", "acme", "--expires", "30d"]))
+            .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
     let key_id = created["id"].as_str().unwrap().to_string();
     assert!(key.starts_with(&format!("rgk_{key_id}.")), "{key}");
@@ -76,13 +89,24 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
 
     assert!(status_everywhere(&https, "/keyed/1", &[("x-api-key", &key)], 200).await, "every node accepts the key");
     assert!(status_everywhere(&https, "/keyed/1", &[], 401).await);
-    assert!(status_everywhere(&https, "/keyed/1", &[("x-api-key", "rgk_0000000000000000.forgedforgedforgedforgedforgedforged")], 401).await);
+    assert!(
+        status_everywhere(
+            &https,
+            "/keyed/1",
+            &[("x-api-key", "rgk_0000000000000000.forgedforgedforgedforgedforgedforged")],
+            401
+        )
+        .await
+    );
 
     let claims = serde_json::json!({"iss": "https://idp.test/", "sub": "acme", "jti": "t-1", "exp": now_s() + 600});
     let secret = jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap();
     let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &secret).unwrap();
     let bearer = format!("Bearer {token}");
-    assert!(status_everywhere(&https, "/tokens/1", &[("authorization", &bearer)], 200).await, "every node accepts the token");
+    assert!(
+        status_everywhere(&https, "/tokens/1", &[("authorization", &bearer)], 200).await,
+        "every node accepts the token"
+    );
 
     // Revoke the key through one node and wait for all of them.
     let out = run(&["revoke", "key", &key_id, "--wait", "--reason", "test"]);
@@ -107,12 +131,16 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
         assert_eq!(status, 401, "{http}");
     }
     let revocations = run(&["revocation", "list"]);
-    assert!(revocations.contains(&format!("api_key:{key_id}")) && revocations.contains("token:idp:t-1"), "{revocations}");
+    assert!(
+        revocations.contains(&format!("api_key:{key_id}")) && revocations.contains("token:idp:t-1"),
+        "{revocations}"
+    );
 
     // Bad admin input changes nothing.
     let (ok, _, err) = ctl(&["--endpoint", &ep, "revoke", "key", "nope"]);
     assert!(!ok && err.contains("not found"), "{err}");
-    let (ok, _, err) = ctl(&["--endpoint", &ep, "issuer", "apply", "--id", "weak", "--issuer", "x", "--algorithm", "HS256"]);
+    let (ok, _, err) =
+        ctl(&["--endpoint", &ep, "issuer", "apply", "--id", "weak", "--issuer", "x", "--algorithm", "HS256"]);
     assert!(!ok && err.contains("secret"), "{err}");
 
     for node in &cluster.nodes {

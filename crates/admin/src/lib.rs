@@ -37,21 +37,32 @@ pub struct AdminService {
     forwarder: Forwarder,
     /// How long ClusterStatus waits for each member's own report.
     status_timeout: Duration,
-    /// This node's revocation bound (staleness bound + one-way delay), reported in NodeStatus.
-    revocation_bound_ms: Option<u64>,
+    /// This node's staleness bound and assumed one-way delay, reported in NodeStatus.
+    staleness: Option<(u64, u64)>,
 }
 
 impl AdminService {
     pub fn new(node: Arc<ClusterNode>, key_hasher: raftgate_identity::apikey::KeyHasher) -> Self {
         let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
         let forwarder = Forwarder::new(forward_timeout, node.env().dialer.clone());
-        Self { node, key_hasher, forwarder, status_timeout: Duration::from_millis(1_000), revocation_bound_ms: None }
+        Self { node, key_hasher, forwarder, status_timeout: Duration::from_millis(1_000), staleness: None }
     }
 
-    /// Reports `ms` as this node's revocation bound in NodeStatus.
-    pub fn with_revocation_bound(mut self, ms: u64) -> Self {
-        self.revocation_bound_ms = Some(ms);
+    /// Reports this node's staleness bound (and whether its view is past
+    /// it) in NodeStatus.
+    pub fn with_staleness(mut self, max_staleness_ms: u64, max_one_way_delay_ms: u64) -> Self {
+        self.staleness = Some((max_staleness_ms, max_one_way_delay_ms));
         self
+    }
+
+    /// This node's own report.
+    fn own_status(&self) -> pb::NodeStatusReply {
+        let mut reply = status::node_status_reply(self.node.status());
+        if let Some((s, d)) = self.staleness {
+            reply.revocation_bound_ms = Some(s + d);
+            reply.stale = reply.leader_view_age_ms.is_none_or(|age| age + d > s);
+        }
+        reply
     }
 
     pub fn into_server(self) -> AdminServer<Self> {
@@ -115,13 +126,12 @@ fn page_limit(limit: u32) -> Result<usize, Status> {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusReply> {
-        let mut reply = status::node_status_reply(self.node.status());
-        reply.revocation_bound_ms = self.revocation_bound_ms;
-        Ok(Response::new(reply))
+        Ok(Response::new(self.own_status()))
     }
 
     async fn cluster_status(&self, _: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatusReply> {
-        Ok(Response::new(status::cluster_status(&self.node, &self.forwarder, self.status_timeout).await))
+        let own = self.own_status();
+        Ok(Response::new(status::cluster_status(&self.node, own, &self.forwarder, self.status_timeout).await))
     }
 
     async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Reply<pb::MembershipReply> {

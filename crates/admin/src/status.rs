@@ -46,15 +46,20 @@ pub(crate) fn node_status_reply(s: NodeStatus) -> pb::NodeStatusReply {
         learners: s.membership.learners.iter().map(|(id, n)| member(*id, n)).collect(),
         region: s.region,
         revocation_bound_ms: None,
+        stale: false,
     }
 }
 
-pub(crate) async fn cluster_status(node: &ClusterNode, fwd: &Forwarder, timeout: Duration) -> pb::ClusterStatusReply {
+pub(crate) async fn cluster_status(
+    node: &ClusterNode,
+    own: pb::NodeStatusReply,
+    fwd: &Forwarder,
+    timeout: Duration,
+) -> pb::ClusterStatusReply {
     let me = node.status();
     let lease_ms = node.timeouts().election_timeout_max_ms;
     let members: Vec<(NodeId, NodeInfo, bool)> = me.membership.all().map(|(id, n, v)| (id, n.clone(), v)).collect();
     let own_id = me.id;
-    let own = node_status_reply(me);
     let reports = futures::future::join_all(members.iter().map(|(id, info, _)| {
         let own = own.clone();
         async move {
@@ -91,6 +96,13 @@ pub(crate) async fn cluster_status(node: &ClusterNode, fwd: &Forwarder, timeout:
         }
     });
     let leader_id = leader.map(|l| l.id);
+    for r in reports.iter().flatten().filter(|r| r.stale) {
+        warnings.push(format!(
+            "node {} holds a view older than its staleness bound ({}): it may miss revocations and answers 503 on authenticated routes",
+            r.id,
+            r.leader_view_age_ms.map_or("never had one".to_string(), |a| format!("{a} ms old"))
+        ));
+    }
     let lag = |id: NodeId| -> Option<u64> {
         let l = leader?;
         let last = l.last_log_index?;

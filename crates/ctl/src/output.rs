@@ -38,6 +38,8 @@ fn node_json(s: &pb::NodeStatusReply) -> Value {
         "snapshot_index": s.snapshot_index,
         "millis_since_quorum_ack": s.millis_since_quorum_ack,
         "leader_view_age_ms": s.leader_view_age_ms,
+        "stale": s.stale,
+        "revocation_bound_ms": s.revocation_bound_ms,
         "last_leader_contact_ms": s.last_leader_contact_ms,
         "state_revision": s.state_revision,
         "replication": s.replication.iter().map(|r| json!({"node_id": r.node_id, "matched_index": r.matched_index})).collect::<Vec<_>>(),
@@ -102,12 +104,29 @@ impl Output {
                     opt(s.committed_index),
                     opt(s.applied_index),
                     opt(m.lag),
+                    match (known, s.stale) {
+                        (false, _) => "-".into(),
+                        (true, true) => format!("{} STALE", opt(s.leader_view_age_ms)),
+                        (true, false) => opt(s.leader_view_age_ms),
+                    },
                     if m.reachable { "yes".into() } else { format!("no: {}", m.error) },
                 ]
             })
             .collect();
         print_table(
-            &["ID", "REGION", "ROLE", "LEADER", "TERM", "LAST_LOG", "COMMITTED", "APPLIED", "LAG", "REACHABLE"],
+            &[
+                "ID",
+                "REGION",
+                "ROLE",
+                "LEADER",
+                "TERM",
+                "LAST_LOG",
+                "COMMITTED",
+                "APPLIED",
+                "LAG",
+                "VIEW_AGE_MS",
+                "REACHABLE",
+            ],
             &rows,
         );
         if r.leader_id.is_none() {
@@ -134,6 +153,8 @@ impl Output {
             vec!["snapshot index".into(), opt(s.snapshot_index)],
             vec!["ms since quorum ack".into(), opt(s.millis_since_quorum_ack)],
             vec!["leader view age ms".into(), opt(s.leader_view_age_ms)],
+            vec!["stale (fails closed)".into(), s.stale.to_string()],
+            vec!["revocation bound ms".into(), opt(s.revocation_bound_ms)],
             vec!["ms since leader contact".into(), opt(s.last_leader_contact_ms)],
             vec!["state revision".into(), s.state_revision.to_string()],
         ];

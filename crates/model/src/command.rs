@@ -14,6 +14,8 @@ use crate::state::{SettingKey, SettingValue};
 /// A change to the replicated state. Fields are already validated types, so a
 /// command that decodes is well formed; `State::apply` checks it against the
 /// state (revisions, existence, table sizes).
+// Commands live for one write each; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {

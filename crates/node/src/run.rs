@@ -255,7 +255,7 @@ where
     let admin_server = server_builder()
         .add_service(
             AdminService::new(node.clone(), key_hasher)
-                .with_revocation_bound(config.max_staleness_ms() + config.identity.max_one_way_delay_ms)
+                .with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms)
                 .into_server(),
         )
         .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));

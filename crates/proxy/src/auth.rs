@@ -164,9 +164,8 @@ pub fn authenticate(
             (Principal { consumer, method: "mtls" }, None)
         }
     };
-    authorize(&identity, auth, &principal, scopes.as_deref()).map_err(|e| {
+    authorize(&identity, auth, &principal, scopes.as_deref()).inspect_err(|_| {
         tracing::info!(target: "raftgate::auth", route = %route.id, consumer = %principal.consumer, request_id, "forbidden");
-        e
     })?;
     Ok(Some(principal))
 }
