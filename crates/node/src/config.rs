@@ -47,6 +47,9 @@ pub struct IdentitySection {
     pub max_one_way_delay_ms: u64,
     /// Verified JWTs cached per node.
     pub token_cache_entries: usize,
+    /// Least time between two JWKS fetches of one issuer asked for by
+    /// tokens with an unknown `kid`.
+    pub jwks_min_refresh_ms: u64,
 }
 
 impl Default for IdentitySection {
@@ -56,6 +59,7 @@ impl Default for IdentitySection {
             max_staleness_ms: None,
             max_one_way_delay_ms: 100,
             token_cache_entries: raftgate_identity::cache::DEFAULT_TOKEN_CACHE_ENTRIES,
+            jwks_min_refresh_ms: 30_000,
         }
     }
 }
@@ -93,6 +97,9 @@ impl NodeConfig {
         let id = &self.identity;
         if id.max_one_way_delay_ms == 0 || id.max_one_way_delay_ms > 10_000 {
             return Err(field("identity.max_one_way_delay_ms", "must be 1 to 10000"));
+        }
+        if !(1_000..=3_600_000).contains(&id.jwks_min_refresh_ms) {
+            return Err(field("identity.jwks_min_refresh_ms", "must be 1000 to 3600000"));
         }
         if id.token_cache_entries > 1_000_000 {
             return Err(field("identity.token_cache_entries", "must be at most 1000000"));

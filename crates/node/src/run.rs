@@ -94,6 +94,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     });
     attach_data_plane(&node, &gateway);
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone()));
+    let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
@@ -118,6 +119,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     let _ = stop_tx.send(true);
     while data_plane.join_next().await.is_some() {}
     follower.abort();
+    jwks.abort();
     result
 }
 
@@ -143,6 +145,7 @@ pub fn identity_config(config: &NodeConfig, node: &Arc<ClusterNode>) -> Result<I
         max_staleness_ms,
         max_one_way_delay_ms: d_max,
         token_cache_entries: config.identity.token_cache_entries,
+        jwks_min_refresh_ms: config.identity.jwks_min_refresh_ms,
     })
 }
 

@@ -27,7 +27,7 @@ use http::HeaderMap;
 use raftgate_identity::cache::TokenCache;
 use raftgate_identity::jwt::{IssuerSet, VerifiedToken};
 use raftgate_identity::revocation::RevocationIndex;
-use raftgate_model::identity::{api_key_id, ApiKey, RouteAuth};
+use raftgate_model::identity::{api_key_id, ApiKey, JwtIssuer, RouteAuth};
 use raftgate_model::{Consumer, ObjectId, Route, Table};
 
 use crate::error::GatewayError;
@@ -46,6 +46,8 @@ pub struct IdentitySnapshot {
     pub api_keys: Table<ApiKey>,
     pub cert_owners: Arc<BTreeMap<String, ObjectId>>,
     pub issuers: IssuerSet,
+    /// The issuers as replicated (the fetcher reads their JWKS URLs).
+    pub issuer_specs: Table<JwtIssuer>,
     /// Verified tokens; a new snapshot starts with an empty one, so a
     /// changed issuer never serves a token verified under its old keys.
     pub token_cache: TokenCache,
@@ -59,6 +61,7 @@ impl IdentitySnapshot {
             api_keys: Table::default(),
             cert_owners: Arc::default(),
             issuers: IssuerSet::new(Vec::new()),
+            issuer_specs: Table::default(),
             token_cache: TokenCache::new(0),
         }
     }
@@ -125,7 +128,7 @@ pub fn authenticate(
     let Some(auth) = &route.auth else { return Ok(None) };
     if !auth.serve_when_stale {
         if let Some(age) = gateway.stale_view_age_ms() {
-            tracing::warn!(route = %route.id, view_age_ms = age, request_id, "refusing an authenticated route: this node's view is older than the staleness bound");
+            gateway.note_stale(age, route.id.as_str());
             return Err(GatewayError::StaleState);
         }
     }
@@ -145,8 +148,12 @@ pub fn authenticate(
     let now_ms = gateway.wall_ms();
     let (principal, scopes) = match credential {
         Credential::Jwt(token) => {
-            let verified = verify_jwt(&identity, auth, token, now_ms)
-                .map_err(|r| refuse(route, request_id, r, None, self::challenge(auth, true)))?;
+            let verified = verify_jwt(&identity, auth, token, now_ms).map_err(|r| {
+                if matches!(r, Refusal::Jwt("unknown_kid")) {
+                    gateway.request_jwks_refresh();
+                }
+                refuse(route, request_id, r, None, self::challenge(auth, true))
+            })?;
             check_token(&identity, &revocations, &verified)
                 .map_err(|r| refuse(route, request_id, r, Some(&verified.consumer), self::challenge(auth, true)))?;
             let consumer = ObjectId::parse(verified.consumer.clone()).expect("checked by check_token");

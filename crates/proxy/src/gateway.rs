@@ -36,6 +36,8 @@ use crate::balance::{Balancer, RetryBudget, TargetState};
 use crate::body::ProxyBody;
 use crate::router::Router;
 
+/// Fail-closed refusals are logged at most this often.
+const STALE_LOG_INTERVAL_MS: u64 = 1_000;
 /// Idle pooled connections kept per target.
 pub const MAX_IDLE_PER_TARGET: usize = 256;
 /// TCP keepalive on upstream connections.
@@ -117,6 +119,9 @@ pub struct IdentityConfig {
     pub max_one_way_delay_ms: u64,
     /// Verified tokens cached on this node.
     pub token_cache_entries: usize,
+    /// Least time between two JWKS fetches of one issuer asked for by
+    /// tokens with an unknown `kid`.
+    pub jwks_min_refresh_ms: u64,
 }
 
 impl Default for IdentityConfig {
@@ -127,6 +132,7 @@ impl Default for IdentityConfig {
             max_staleness_ms: 900,
             max_one_way_delay_ms: 100,
             token_cache_entries: raftgate_identity::cache::DEFAULT_TOKEN_CACHE_ENTRIES,
+            jwks_min_refresh_ms: 30_000,
         }
     }
 }
@@ -243,6 +249,14 @@ pub struct Gateway {
     identity: ArcSwap<IdentitySnapshot>,
     revocations: ArcSwap<RevocationIndex>,
     fingerprinter: Fingerprinter,
+    /// Key sets fetched from issuers' JWKS URLs (at most one per issuer).
+    jwks: Mutex<HashMap<ObjectId, crate::jwks::FetchedJwks>>,
+    jwks_wanted: std::sync::atomic::AtomicBool,
+    jwks_notify: tokio::sync::Notify,
+    /// When (gateway ms) the last fail-closed log line was written.
+    stale_logged_ms: std::sync::atomic::AtomicU64,
+    /// Requests refused for staleness since that line.
+    stale_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -256,7 +270,63 @@ impl Gateway {
             identity: ArcSwap::from_pointee(IdentitySnapshot::empty()),
             revocations: ArcSwap::from_pointee(RevocationIndex::build(fingerprinter.clone(), &State::default())),
             fingerprinter,
+            jwks: Mutex::new(HashMap::new()),
+            jwks_wanted: std::sync::atomic::AtomicBool::new(false),
+            jwks_notify: tokio::sync::Notify::new(),
+            stale_logged_ms: std::sync::atomic::AtomicU64::new(0),
+            stale_refused: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Counts a request refused for staleness; logs at most once a second.
+    pub fn note_stale(&self, view_age_ms: u64, route: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let refused = self.stale_refused.fetch_add(1, Relaxed) + 1;
+        let now = self.now_ms() + STALE_LOG_INTERVAL_MS;
+        let last = self.stale_logged_ms.load(Relaxed);
+        if now.saturating_sub(last) >= STALE_LOG_INTERVAL_MS
+            && self.stale_logged_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            self.stale_refused.store(0, Relaxed);
+            let age =
+                if view_age_ms == u64::MAX { "never had a view".to_string() } else { format!("{view_age_ms} ms") };
+            tracing::warn!(
+                view_age = %age,
+                max_staleness_ms = self.config.identity.max_staleness_ms,
+                refused,
+                last_route = route,
+                "failing closed: this node's view of the cluster is older than the staleness bound, so authenticated routes answer 503"
+            );
+        }
+    }
+
+    /// A token named a `kid` no issuer knows: fetch key sets again soon.
+    pub fn request_jwks_refresh(&self) {
+        if !self.jwks_wanted.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.jwks_notify.notify_one();
+        }
+    }
+
+    pub(crate) fn take_jwks_refresh_request(&self) -> bool {
+        self.jwks_wanted.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub(crate) async fn jwks_refresh_requested(&self) {
+        self.jwks_notify.notified().await
+    }
+
+    pub(crate) fn fetched_jwks(&self, issuer: &ObjectId) -> Option<crate::jwks::FetchedJwks> {
+        self.jwks.lock().unwrap_or_else(|p| p.into_inner()).get(issuer).cloned()
+    }
+
+    pub(crate) fn store_fetched_jwks(&self, issuer: ObjectId, fetched: crate::jwks::FetchedJwks) {
+        self.jwks.lock().unwrap_or_else(|p| p.into_inner()).insert(issuer, fetched);
+    }
+
+    /// Rebuilds the identity snapshot from its own tables (new fetched keys).
+    pub fn republish_identity(&self) {
+        let s = self.identity();
+        self.publish_identity(s.revision, &s.consumers, &s.api_keys, &s.cert_owners, &s.issuer_specs);
     }
 
     /// The identity snapshot a request authenticates against.
@@ -329,19 +399,34 @@ impl Gateway {
                 },
                 None => None,
             };
-            match IssuerVerifier::new(spec, secret.as_deref()) {
-                Ok(v) => verifiers.push(Arc::new(v)),
+            let verifier = match IssuerVerifier::new(spec, secret.as_deref()) {
+                Ok(v) => v,
                 Err(e) => {
-                    tracing::error!(issuer = %spec.id, error = %e, "JWT issuer not loaded; its tokens are refused")
+                    tracing::error!(issuer = %spec.id, error = %e, "JWT issuer not loaded; its tokens are refused");
+                    continue;
                 }
-            }
+            };
+            let fetched = spec.jwks_url.as_ref().and_then(|url| self.fetched_jwks(&spec.id).filter(|f| &f.url == url));
+            let verifier = match fetched {
+                Some(f) => match verifier.with_fetched_jwks(&f.document) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(issuer = %spec.id, error = %e, "fetched JWKS not usable; keeping the inline keys");
+                        verifier
+                    }
+                },
+                None => verifier,
+            };
+            verifiers.push(Arc::new(verifier));
         }
+        self.jwks.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| issuers.contains_key(id));
         let snapshot = IdentitySnapshot {
             revision,
             consumers: consumers.clone(),
             api_keys: api_keys.clone(),
             cert_owners: cert_owners.clone(),
             issuers: IssuerSet::new(verifiers),
+            issuer_specs: issuers.clone(),
             token_cache: TokenCache::new(self.config.identity.token_cache_entries),
         };
         self.identity.store(Arc::new(snapshot));

@@ -19,6 +19,7 @@ pub mod forwarded;
 pub mod framing;
 pub mod gateway;
 pub mod health;
+pub mod jwks;
 pub mod pipeline;
 pub mod router;
 pub mod server;

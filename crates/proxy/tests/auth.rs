@@ -32,6 +32,10 @@ fn now_s() -> u64 {
 
 impl World {
     async fn start(route_auth: serde_json::Value, view_age: Option<ViewAge>) -> Self {
+        Self::start_with(route_auth, view_age, 30_000).await
+    }
+
+    async fn start_with(route_auth: serde_json::Value, view_age: Option<ViewAge>, jwks_min_refresh_ms: u64) -> Self {
         std::env::set_var(HS_SECRET_ENV, HS_SECRET);
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
@@ -45,7 +49,8 @@ impl World {
         })
         .await;
         let hasher = KeyHasher::new(b"test key-hash secret");
-        let identity = IdentityConfig { key_hasher: hasher.clone(), view_age, ..IdentityConfig::default() };
+        let identity =
+            IdentityConfig { key_hasher: hasher.clone(), view_age, jwks_min_refresh_ms, ..IdentityConfig::default() };
         let config = GatewayConfig { region: "local".into(), limits: Limits::default(), https_port: None, identity };
         let routes = json!([
             {"id": "open", "upstream": "u", "paths": [{"prefix": "/open"}]},
@@ -289,4 +294,83 @@ async fn a_node_with_a_stale_view_fails_closed_unless_the_route_opts_out() {
     let mut w = World::start(json!({"api_key": {}, "serve_when_stale": true}), Some(view)).await;
     let (_, key) = w.new_key("acme", None);
     assert_eq!(w.call("/secure", &[("x-api-key", &key)]).await.status, 200);
+}
+
+/// An ES256 key pair: the signing key and its public JWK.
+fn es256(kid: &str) -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let point = pair.public_key_raw();
+    let (x, y) = point[1..].split_at(32);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    (key, json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": b64(x), "y": b64(y)}))
+}
+
+fn es256_token(key: &jsonwebtoken::EncodingKey, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let claims = json!({"iss": "https://ext.test/", "sub": "acme", "exp": now_s() + 600});
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn keys_fetched_from_a_jwks_url_follow_a_rotation_signalled_by_an_unknown_kid() {
+    let (k1, jwk1) = es256("k1");
+    let (k2, jwk2) = es256("k2");
+    let served = Arc::new(std::sync::Mutex::new(json!({"keys": [jwk1]}).to_string()));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (doc, count) = (served.clone(), fetches.clone());
+    let idp = TestUpstream::start(move |_req: Request<hyper::body::Incoming>| {
+        let body = doc.lock().unwrap().clone();
+        count.fetch_add(1, Ordering::SeqCst);
+        async move { hyper::Response::new(full(body)) }
+    })
+    .await;
+    let mut w = World::start_with(json!({"jwt": {}}), None, 200).await;
+    tokio::spawn(raftgate_proxy::jwks::run_refresher(w.gw.gateway.clone()));
+    w.apply(Command::PutIssuer {
+        issuer: serde_json::from_value(json!({
+            "id": "ext", "issuer": "https://ext.test/", "algorithms": ["ES256"],
+            "jwks_url": format!("http://{}/jwks.json", idp.addr)
+        }))
+        .unwrap(),
+        expected_revision: None,
+    });
+    let bearer1 = format!("Bearer {}", es256_token(&k1, "k1"));
+    let mut status = 0;
+    for _ in 0..100 {
+        status = w.call("/secure", &[("authorization", &bearer1)]).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the fetched key verifies the token");
+
+    // The identity provider rotates to k2.
+    *served.lock().unwrap() = json!({"keys": [jwk2]}).to_string();
+    let bearer2 = format!("Bearer {}", es256_token(&k2, "k2"));
+    for _ in 0..100 {
+        status = w.call("/secure", &[("authorization", &bearer2)]).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "an unknown kid made the node fetch the new key set");
+    assert_eq!(
+        w.call("/secure", &[("authorization", &bearer1)]).await.status,
+        401,
+        "the retired key no longer verifies"
+    );
+
+    // Made-up kids cannot make the node hammer the identity provider.
+    let before = fetches.load(Ordering::SeqCst);
+    let bogus = format!("Bearer {}", es256_token(&k1, "made-up"));
+    for _ in 0..50 {
+        assert_eq!(w.call("/secure", &[("authorization", &bogus)]).await.status, 401);
+    }
+    let after = fetches.load(Ordering::SeqCst);
+    assert!(after - before <= 3, "fetches are rate-limited per issuer: {} for 50 requests", after - before);
 }

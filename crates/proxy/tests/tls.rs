@@ -349,3 +349,74 @@ async fn upstream_tls_is_verified_against_the_ca_with_an_sni_override() {
     assert_eq!(get(&gw.url("/bad")).await.status, 502, "a certificate for another name is refused");
     assert_eq!(get(&gw.url("/foreign")).await.status, 502, "a CA outside the public roots is refused");
 }
+
+#[tokio::test]
+async fn a_verified_client_certificate_stands_for_its_consumer_until_revoked() {
+    use raftgate_model::identity::{Digest, RevocationTarget};
+    use raftgate_model::{Command, State};
+    let pki = Pki::new();
+    let server = pki.leaf("server", &["api.example.com"], false);
+    let by_san = pki.leaf("svc-a", &["svc-a.internal"], true);
+    let by_hash = pki.leaf("svc-b", &["svc-b.internal"], true);
+    let unknown = pki.leaf("svc-c", &["svc-c.internal"], true);
+    let settings = TlsSettings {
+        certificates: vec![spec(&["api.example.com"], &server)],
+        client_ca_file: Some(pki.ca_file.clone()),
+        client_auth: ClientAuth::Required,
+    };
+    let up = TestUpstream::echo("api").await;
+    let gw = TestGateway::start_full(
+        json!([{"id": "r", "upstream": "api", "auth": {"mtls": true, "groups": ["internal"]}}]),
+        json!([upstream("api", up.addr)]),
+        Default::default(),
+        Some(TlsSource::new(settings).unwrap()),
+        None,
+    )
+    .await;
+    let hash_b = raftgate_proxy::tls::ClientIdentity::from_der(by_hash.der.as_ref()).fingerprint_sha256;
+    let mut state = State::default();
+    for c in [
+        json!({"id": "svc-a", "groups": ["internal"], "certificates": [{"san": "svc-a.internal"}]}),
+        json!({"id": "svc-b", "groups": ["internal"], "certificates": [{"sha256": hash_b}]}),
+    ] {
+        state
+            .apply(1, &Command::PutConsumer { consumer: serde_json::from_value(c).unwrap(), expected_revision: None })
+            .unwrap();
+    }
+    let publish = |s: &State| {
+        gw.gateway.publish_identity(s.identity_revision(), s.consumers(), s.api_keys(), s.cert_owners(), s.issuers());
+        gw.gateway.revocations_applied(s, None);
+    };
+    publish(&state);
+    let call = |leaf: &Leaf| {
+        let config = pki.client_config(&[b"http/1.1"], Some(leaf));
+        async move {
+            let s = tls_connect(gw.addr, config, "api.example.com").await.unwrap();
+            get_over(s, "api.example.com", "/x").await.unwrap()
+        }
+    };
+    let (status, body, _) = call(&by_san).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["x-consumer-id"], "svc-a", "the SAN maps to the consumer");
+    let (status, body, _) = call(&by_hash).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["headers"]["x-consumer-id"], "svc-b");
+    let (status, _, headers) = call(&unknown).await;
+    assert_eq!(status, 401, "a verified certificate no consumer claims is refused");
+    assert!(headers.contains_key("www-authenticate"));
+
+    state
+        .apply(
+            2,
+            &Command::Revoke {
+                target: RevocationTarget::Certificate { sha256: Digest::parse(&hash_b).unwrap() },
+                until_ms: None,
+                reason: String::new(),
+            },
+        )
+        .unwrap();
+    publish(&state);
+    assert_eq!(call(&by_hash).await.0, 401, "a revoked fingerprint is refused");
+    assert_eq!(call(&by_san).await.0, 200);
+}
