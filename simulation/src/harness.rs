@@ -253,7 +253,7 @@ impl<'a> Harness<'a> {
                 };
                 let node = raftgate_node::start_node(&config, env).await?;
                 registry.borrow_mut().insert(config.node.id, Arc::downgrade(&node));
-                raftgate_node::serve_node(node, &config, raft_in, admin_in, std::future::pending()).await?;
+                raftgate_node::serve_node(node, &config, None, raft_in, admin_in, std::future::pending()).await?;
                 Ok(())
             }
         });

@@ -39,6 +39,8 @@ async fn status_everywhere(https: &[String], path: &str, headers: &[(&str, &str)
 async fn revoked_credentials_are_refused_by_every_node_once_applied() {
     std::env::set_var(KEY_HASH_ENV, "a key-hash secret the three test nodes share, long enough");
     std::env::set_var(HS_ENV, HS_SECRET);
+    // The access log on, to show that it carries no credential.
+    std::env::set_var("RAFTGATE_LOG_LEVEL", "info,raftgate::access=debug");
     let cluster = Cluster::start_with(3, &format!("\n[identity]\nkey_hash_secret = \"env:{KEY_HASH_ENV}\"\n"));
     let admins: Vec<String> = cluster.nodes.iter().map(|n| n.addrs.admin.clone()).collect();
     let https: Vec<String> = cluster.nodes.iter().map(|n| n.addrs.http.clone()).collect();
@@ -72,7 +74,7 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
     let routes = cluster.dir.path().join("routes.yaml");
     std::fs::write(
         &routes,
-        "id: keyed\nupstream: orders\npaths: [{prefix: /keyed}]\nauth: {api_key: {}, groups: [partners]}\n---\nid: tokens\nupstream: orders\npaths: [{prefix: /tokens}]\nauth: {jwt: {issuers: [idp]}}\n",
+        "id: keyed\nupstream: orders\npaths: [{prefix: /keyed}]\nauth: {api_key: {query: apikey}, groups: [partners]}\n---\nid: tokens\nupstream: orders\npaths: [{prefix: /tokens}]\nauth: {jwt: {issuers: [idp]}}\n",
     )
     .unwrap();
     run(&["route", "apply", "-f", routes.to_str().unwrap()]);
@@ -88,6 +90,7 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
     assert!(listed.contains(&key_id) && !listed.contains(&key), "listing shows the id, never the key: {listed}");
 
     assert!(status_everywhere(&https, "/keyed/1", &[("x-api-key", &key)], 200).await, "every node accepts the key");
+    assert!(status_everywhere(&https, &format!("/keyed/1?apikey={key}"), &[], 200).await, "the key in the query");
     assert!(status_everywhere(&https, "/keyed/1", &[], 401).await);
     assert!(
         status_everywhere(
@@ -145,6 +148,7 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
 
     for node in &cluster.nodes {
         let log = node.log();
+        assert!(log.contains("raftgate::access"), "node {} wrote no access log", node.addrs.id);
         assert!(!log.contains(&key), "node {} logged the API key", node.addrs.id);
         assert!(!log.contains(&token), "node {} logged the token", node.addrs.id);
         assert!(!log.contains(HS_SECRET), "node {} logged the issuer secret", node.addrs.id);

@@ -39,13 +39,25 @@ pub struct AdminService {
     status_timeout: Duration,
     /// This node's staleness bound and assumed one-way delay, reported in NodeStatus.
     staleness: Option<(u64, u64)>,
+    /// The data plane's stale-view counters (refused, served), reported in NodeStatus.
+    stale_totals: Option<StaleTotalsFn>,
 }
+
+/// Reads the data plane's stale-view counters: (refused, served).
+pub type StaleTotalsFn = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 impl AdminService {
     pub fn new(node: Arc<ClusterNode>, key_hasher: raftgate_identity::apikey::KeyHasher) -> Self {
         let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
         let forwarder = Forwarder::new(forward_timeout, node.env().dialer.clone());
-        Self { node, key_hasher, forwarder, status_timeout: Duration::from_millis(1_000), staleness: None }
+        Self {
+            node,
+            key_hasher,
+            forwarder,
+            status_timeout: Duration::from_millis(1_000),
+            staleness: None,
+            stale_totals: None,
+        }
     }
 
     /// Reports this node's staleness bound (and whether its view is past
@@ -55,12 +67,21 @@ impl AdminService {
         self
     }
 
+    /// Reports the data plane's stale-view counters in NodeStatus.
+    pub fn with_stale_totals(mut self, totals: StaleTotalsFn) -> Self {
+        self.stale_totals = Some(totals);
+        self
+    }
+
     /// This node's own report.
     fn own_status(&self) -> pb::NodeStatusReply {
         let mut reply = status::node_status_reply(self.node.status());
         if let Some((s, d)) = self.staleness {
             reply.revocation_bound_ms = Some(s + d);
             reply.stale = reply.leader_view_age_ms.is_none_or(|age| age + d > s);
+        }
+        if let Some(totals) = &self.stale_totals {
+            (reply.stale_refused_total, reply.stale_served_total) = totals();
         }
         reply
     }

@@ -47,6 +47,8 @@ pub(crate) fn node_status_reply(s: NodeStatus) -> pb::NodeStatusReply {
         region: s.region,
         revocation_bound_ms: None,
         stale: false,
+        stale_refused_total: 0,
+        stale_served_total: 0,
     }
 }
 

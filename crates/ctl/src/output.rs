@@ -39,6 +39,8 @@ fn node_json(s: &pb::NodeStatusReply) -> Value {
         "millis_since_quorum_ack": s.millis_since_quorum_ack,
         "leader_view_age_ms": s.leader_view_age_ms,
         "stale": s.stale,
+        "stale_refused_total": s.stale_refused_total,
+        "stale_served_total": s.stale_served_total,
         "revocation_bound_ms": s.revocation_bound_ms,
         "last_leader_contact_ms": s.last_leader_contact_ms,
         "state_revision": s.state_revision,
@@ -155,6 +157,8 @@ impl Output {
             vec!["leader view age ms".into(), opt(s.leader_view_age_ms)],
             vec!["stale (fails closed)".into(), s.stale.to_string()],
             vec!["revocation bound ms".into(), opt(s.revocation_bound_ms)],
+            vec!["stale requests refused".into(), s.stale_refused_total.to_string()],
+            vec!["stale requests served".into(), s.stale_served_total.to_string()],
             vec!["ms since leader contact".into(), opt(s.last_leader_contact_ms)],
             vec!["state revision".into(), s.state_revision.to_string()],
         ];

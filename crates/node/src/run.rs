@@ -100,7 +100,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
     tracing::info!(addr = %config.listen.http, "data plane listening (HTTP/1.1 and h2c)");
     if let Some((listener, tls)) = https {
-        data_plane.spawn(raftgate_proxy::server::serve(gateway, listener, Some(tls), stopped(stop_rx)));
+        data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), listener, Some(tls), stopped(stop_rx)));
         tracing::info!(addr = %config.https.as_ref().map(|h| h.listen.as_str()).unwrap_or(""), "data plane listening (HTTPS: HTTP/1.1 and h2 by ALPN)");
     }
     let shutdown = async {
@@ -111,6 +111,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     let result = serve_node(
         node,
         &config,
+        Some(&gateway),
         TcpListenerStream::new(raft_listener),
         TcpListenerStream::new(admin_listener),
         shutdown,
@@ -238,6 +239,7 @@ pub async fn start_node(config: &NodeConfig, env: NodeEnv) -> Result<Arc<Cluster
 pub async fn serve_node<RI, AI, IO, IE>(
     node: Arc<ClusterNode>,
     config: &NodeConfig,
+    data_plane: Option<&Arc<Gateway>>,
     raft_incoming: RI,
     admin_incoming: AI,
     shutdown: impl Future<Output = ()>,
@@ -255,12 +257,17 @@ where
     let raft_server = server_builder()
         .add_service(node.raft_service().into_server())
         .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
+    let mut admin = AdminService::new(node.clone(), key_hasher)
+        .with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms);
+    if let Some(gateway) = data_plane {
+        let gateway = gateway.clone();
+        admin = admin.with_stale_totals(Arc::new(move || {
+            let t = gateway.stale_totals();
+            (t.refused, t.served)
+        }));
+    }
     let admin_server = server_builder()
-        .add_service(
-            AdminService::new(node.clone(), key_hasher)
-                .with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms)
-                .into_server(),
-        )
+        .add_service(admin.into_server())
         .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));
     let mut raft_task = tokio::spawn(raft_server);
     let mut admin_task = tokio::spawn(admin_server);

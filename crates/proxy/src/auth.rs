@@ -126,9 +126,9 @@ pub fn authenticate(
     request_id: &str,
 ) -> Result<Option<Principal>, GatewayError> {
     let Some(auth) = &route.auth else { return Ok(None) };
-    if !auth.serve_when_stale {
-        if let Some(age) = gateway.stale_view_age_ms() {
-            gateway.note_stale(age, route.id.as_str());
+    if let Some(age) = gateway.stale_view_age_ms() {
+        gateway.note_stale(age, route.id.as_str(), auth.serve_when_stale);
+        if !auth.serve_when_stale {
             return Err(GatewayError::StaleState);
         }
     }

@@ -253,10 +253,27 @@ pub struct Gateway {
     jwks: Mutex<HashMap<ObjectId, crate::jwks::FetchedJwks>>,
     jwks_wanted: std::sync::atomic::AtomicBool,
     jwks_notify: tokio::sync::Notify,
-    /// When (gateway ms) the last fail-closed log line was written.
-    stale_logged_ms: std::sync::atomic::AtomicU64,
-    /// Requests refused for staleness since that line.
-    stale_refused: std::sync::atomic::AtomicU64,
+    stale: StaleCounters,
+}
+
+/// Authenticated requests that met a stale view, counted for node status
+/// and logged at most once a second per kind.
+#[derive(Default)]
+struct StaleCounters {
+    refused_total: std::sync::atomic::AtomicU64,
+    served_total: std::sync::atomic::AtomicU64,
+    /// Gateway ms (plus the interval) of the last line, per kind.
+    refused_logged_ms: std::sync::atomic::AtomicU64,
+    served_logged_ms: std::sync::atomic::AtomicU64,
+}
+
+/// How many authenticated requests met a stale view since the node started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StaleTotals {
+    /// Refused with 503 (the default).
+    pub refused: u64,
+    /// Served anyway by routes with `serve_when_stale`.
+    pub served: u64,
 }
 
 impl Gateway {
@@ -273,31 +290,40 @@ impl Gateway {
             jwks: Mutex::new(HashMap::new()),
             jwks_wanted: std::sync::atomic::AtomicBool::new(false),
             jwks_notify: tokio::sync::Notify::new(),
-            stale_logged_ms: std::sync::atomic::AtomicU64::new(0),
-            stale_refused: std::sync::atomic::AtomicU64::new(0),
+            stale: StaleCounters::default(),
         })
     }
 
-    /// Counts a request refused for staleness; logs at most once a second.
-    pub fn note_stale(&self, view_age_ms: u64, route: &str) {
+    /// Counts an authenticated request that met a stale view (`served`:
+    /// its route serves anyway); logs at most once a second per kind.
+    pub fn note_stale(&self, view_age_ms: u64, route: &str, served: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        let refused = self.stale_refused.fetch_add(1, Relaxed) + 1;
+        let (total, logged) = if served {
+            (&self.stale.served_total, &self.stale.served_logged_ms)
+        } else {
+            (&self.stale.refused_total, &self.stale.refused_logged_ms)
+        };
+        let count = total.fetch_add(1, Relaxed) + 1;
         let now = self.now_ms() + STALE_LOG_INTERVAL_MS;
-        let last = self.stale_logged_ms.load(Relaxed);
-        if now.saturating_sub(last) >= STALE_LOG_INTERVAL_MS
-            && self.stale_logged_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        let last = logged.load(Relaxed);
+        if now.saturating_sub(last) < STALE_LOG_INTERVAL_MS
+            || logged.compare_exchange(last, now, Relaxed, Relaxed).is_err()
         {
-            self.stale_refused.store(0, Relaxed);
-            let age =
-                if view_age_ms == u64::MAX { "never had a view".to_string() } else { format!("{view_age_ms} ms") };
-            tracing::warn!(
-                view_age = %age,
-                max_staleness_ms = self.config.identity.max_staleness_ms,
-                refused,
-                last_route = route,
-                "failing closed: this node's view of the cluster is older than the staleness bound, so authenticated routes answer 503"
-            );
+            return;
         }
+        let age = if view_age_ms == u64::MAX { "never had a view".to_string() } else { format!("{view_age_ms} ms") };
+        let max_staleness_ms = self.config.identity.max_staleness_ms;
+        if served {
+            tracing::warn!(view_age = %age, max_staleness_ms, served_total = count, last_route = route, "serving an authenticated route with a stale view (serve_when_stale): recent revocations may be missing");
+        } else {
+            tracing::warn!(view_age = %age, max_staleness_ms, refused_total = count, last_route = route, "failing closed: this node's view of the cluster is older than the staleness bound, so authenticated routes answer 503");
+        }
+    }
+
+    /// Authenticated requests that met a stale view since start.
+    pub fn stale_totals(&self) -> StaleTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        StaleTotals { refused: self.stale.refused_total.load(Relaxed), served: self.stale.served_total.load(Relaxed) }
     }
 
     /// A token named a `kid` no issuer knows: fetch key sets again soon.

@@ -25,4 +25,4 @@ pub mod router;
 pub mod server;
 pub mod tls;
 
-pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, ViewAge};
+pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, ViewAge};

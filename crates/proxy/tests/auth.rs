@@ -290,10 +290,16 @@ async fn a_node_with_a_stale_view_fails_closed_unless_the_route_opts_out() {
     assert_eq!(a.json()["error"]["code"], "stale_state");
     assert_eq!(a.headers["retry-after"], "1");
     assert_eq!(w.call("/open", &[]).await.status, 200, "open routes keep serving");
+    assert_eq!(w.gw.gateway.stale_totals(), raftgate_proxy::StaleTotals { refused: 1, served: 0 });
 
     let mut w = World::start(json!({"api_key": {}, "serve_when_stale": true}), Some(view)).await;
     let (_, key) = w.new_key("acme", None);
     assert_eq!(w.call("/secure", &[("x-api-key", &key)]).await.status, 200);
+    assert_eq!(
+        w.gw.gateway.stale_totals(),
+        raftgate_proxy::StaleTotals { refused: 0, served: 1 },
+        "counted either way"
+    );
 }
 
 /// An ES256 key pair: the signing key and its public JWK.
@@ -373,4 +379,33 @@ async fn keys_fetched_from_a_jwks_url_follow_a_rotation_signalled_by_an_unknown_
     }
     let after = fetches.load(Ordering::SeqCst);
     assert!(after - before <= 3, "fetches are rate-limited per issuer: {} for 50 requests", after - before);
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn hostile_tokens_get_401_and_never_reach_the_upstream() {
+    let w = World::start(json!({"jwt": {}}), None).await;
+    let hits = w.hits();
+    let body = b64(&claims("acme", "h").to_string());
+    let good = token(claims("acme", "g"));
+    let sig = good.rsplit('.').next().unwrap();
+    let hostile = [
+        format!("{}.{body}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
+        format!("{}.{body}.", b64(r#"{"alg":"NoNe"}"#)),
+        format!("{}.{body}.{sig}", b64(r#"{"alg":"HS256","jku":"https://evil.test/jwks"}"#)),
+        format!("{}.{body}.{sig}", b64(r#"{"alg":"HS256","crit":["exp"]}"#)),
+        format!("{}.", good.rsplit_once('.').unwrap().0),
+        format!("{good}.extra"),
+        "%%%.###.$$$".to_string(),
+        "a".repeat(70 * 1024),
+    ];
+    for t in &hostile {
+        let a = w.call("/secure", &[("authorization", &format!("Bearer {t}"))]).await;
+        assert!(a.status == 401 || a.status == 431, "{}: {}", &t[..t.len().min(40)], a.status);
+    }
+    assert_eq!(w.hits(), hits, "no hostile token reached the upstream");
 }
