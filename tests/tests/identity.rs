@@ -102,6 +102,20 @@ async fn revoked_credentials_are_refused_by_every_node_once_applied() {
         .await
     );
 
+    // Rotation: the new key works at once, the old one for the overlap only.
+    let rotated: serde_json::Value =
+        serde_json::from_str(&run(&["--output", "json", "key", "rotate", &key_id, "--overlap", "3s"])).unwrap();
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    let (old_status, _) = http_get_with(&https[0], "/keyed/1", "api.test", &[("x-api-key", &key)]).await.unwrap();
+    assert_eq!(old_status, 200, "the old key still works during the overlap");
+    assert_eq!(rotated["consumer"], "acme");
+    assert!(status_everywhere(&https, "/keyed/1", &[("x-api-key", &new_key)], 200).await, "the new key works");
+    assert!(
+        status_everywhere(&https, "/keyed/1", &[("x-api-key", &key)], 401).await,
+        "the old key expires after the overlap"
+    );
+    let (key, key_id) = (new_key, rotated["id"].as_str().unwrap().to_string());
+
     let claims = serde_json::json!({"iss": "https://idp.test/", "sub": "acme", "jti": "t-1", "exp": now_s() + 600});
     let secret = jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap();
     let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &secret).unwrap();
