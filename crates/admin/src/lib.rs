@@ -11,12 +11,14 @@ mod forward;
 mod identity;
 mod objects;
 mod status;
+mod traffic;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_cluster::{ClusterError, ClusterNode, Membership};
 use raftgate_model::identity::JwtIssuer;
+use raftgate_model::traffic::Plan;
 use raftgate_model::{Command, Consumer, NodeInfo, ObjectId, Rejection, Route, SettingKey, SettingValue, Upstream};
 use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_server::{Admin, AdminServer};
@@ -325,6 +327,39 @@ impl Admin for AdminService {
         let target = identity::target(&msg.target_json)?;
         let local = self.write(Command::Unrevoke { target }).await;
         self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.unrevoke(r).await }).await
+    }
+    async fn apply_plan(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<Plan, _, _>(req, |mut c, r| async move { c.apply_plan(r).await }).await
+    }
+    async fn delete_plan(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<Plan, _, _>(req, |mut c, r| async move { c.delete_plan(r).await }).await
+    }
+    async fn get_plan(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<Plan, _, _>(req, |mut c, r| async move { c.get_plan(r).await }).await
+    }
+    async fn list_plans(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<Plan, _, _>(req, |mut c, r| async move { c.list_plans(r).await }).await
+    }
+    async fn submit_quota_leases(&self, req: Request<pb::QuotaLeasesRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = traffic::leases_command(&msg)?;
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.submit_quota_leases(r).await }).await
+    }
+    async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> Reply<pb::ListObjectsReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit)?;
+        let local = self.read(msg.consistency(), traffic::list(msg.filter.clone(), msg.after.clone(), limit)).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_quotas(r).await }).await
+    }
+    async fn reset_quota(&self, req: Request<pb::ResetQuotaRequest>) -> Reply<pb::WriteReply> {
+        let forwarded = forward::is_forwarded(&req);
+        let msg = req.into_inner();
+        let command = traffic::reset_command(&msg)?;
+        let local = self.write(command).await;
+        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
     }
     async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
         let forwarded = forward::is_forwarded(&req);

@@ -104,6 +104,25 @@ impl Kind for JwtIssuer {
     }
 }
 
+impl Kind for raftgate_model::traffic::Plan {
+    const NAME: &'static str = "plan";
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+    fn validate(&self) -> Result<(), raftgate_model::FieldError> {
+        raftgate_model::traffic::Plan::validate(self)
+    }
+    fn put(self, expected_revision: Option<u64>) -> Command {
+        Command::PutPlan { plan: self, expected_revision }
+    }
+    fn delete(id: ObjectId, expected_revision: Option<u64>) -> Command {
+        Command::DeletePlan { id, expected_revision }
+    }
+    fn table(applied: &Applied) -> &Table<Self> {
+        applied.state.plans()
+    }
+}
+
 /// Decodes and validates an object document into a put command.
 pub(crate) fn put_command<K: Kind>(msg: &pb::ApplyObjectRequest) -> Result<Command, Status> {
     if msg.spec_json.len() > MAX_SPEC_BYTES {

@@ -18,7 +18,7 @@ use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
 use identity::{KeyCmd, RevokeArgs, TargetCmd};
-use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, RouteFlags, UpstreamFlags};
+use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, PlanFlags, RouteFlags, UpstreamFlags};
 use output::Output;
 
 #[derive(Parser)]
@@ -76,6 +76,30 @@ enum Cmd {
     /// Revocations in force.
     #[command(subcommand)]
     Revocation(RevocationCmd),
+    /// Plans: tiers of rate limits and quotas that consumers are on.
+    #[command(subcommand)]
+    Plan(ObjectCmd<PlanFlags>),
+    /// The cluster-wide quota ledger.
+    #[command(subcommand)]
+    Quota(QuotaCmd),
+}
+
+#[derive(Subcommand)]
+enum QuotaCmd {
+    /// Ledger entries whose key contains FILTER (a consumer id, a quota name…):
+    /// limit, held, unallocated, per-node grants, window end.
+    Show {
+        #[arg(default_value = "")]
+        filter: String,
+        #[arg(long)]
+        local: bool,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Start one entry's window over (KEY as `quota show` prints it).
+    Reset { key: String },
 }
 
 #[derive(Subcommand)]
@@ -271,6 +295,21 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         Cmd::Key(cmd) => identity::key_command(&mut client, &out, cmd).await?,
         Cmd::Revoke(args) => identity::revoke(&mut client, &out, args, Duration::from_millis(cli.timeout_ms)).await?,
         Cmd::Unrevoke(target) => identity::unrevoke(&mut client, &out, target).await?,
+        Cmd::Plan(cmd) => object_command(&mut client, &out, Kind::Plan, cmd).await?,
+        Cmd::Quota(QuotaCmd::Show { filter, local, after, limit }) => {
+            let req = pb::ListQuotasRequest {
+                consistency: consistency(*local),
+                filter: filter.clone(),
+                after: after.clone(),
+                limit: *limit,
+            };
+            let reply = client.list_quotas(req).await.map_err(describe)?.into_inner();
+            out.quotas(&reply.objects, &reply.next_after);
+        }
+        Cmd::Quota(QuotaCmd::Reset { key }) => {
+            let reply = client.reset_quota(pb::ResetQuotaRequest { key: key.clone() }).await.map_err(describe)?;
+            out.write(&reply.into_inner());
+        }
         Cmd::Revocation(RevocationCmd::List { local, after, limit }) => {
             let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
             let reply = client.list_revocations(req).await.map_err(describe)?.into_inner();
@@ -286,6 +325,7 @@ enum Kind {
     Upstream,
     Consumer,
     Issuer,
+    Plan,
 }
 
 async fn object_command<F: clap::Args + FromFlags>(
@@ -299,6 +339,7 @@ async fn object_command<F: clap::Args + FromFlags>(
         Kind::Upstream => "upstream",
         Kind::Consumer => "consumer",
         Kind::Issuer => "issuer",
+        Kind::Plan => "plan",
     };
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
@@ -315,6 +356,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                     Kind::Upstream => client.apply_upstream(req).await,
                     Kind::Consumer => client.apply_consumer(req).await,
                     Kind::Issuer => client.apply_issuer(req).await,
+                    Kind::Plan => client.apply_plan(req).await,
                 };
                 let reply = reply.map_err(|s| format!("{name} {id:?}: {}", describe(s)))?;
                 out.applied(name, &id, &reply.into_inner());
@@ -327,6 +369,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Upstream => client.delete_upstream(req).await,
                 Kind::Consumer => client.delete_consumer(req).await,
                 Kind::Issuer => client.delete_issuer(req).await,
+                Kind::Plan => client.delete_plan(req).await,
             };
             out.write(&reply.map_err(describe)?.into_inner());
         }
@@ -337,6 +380,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Upstream => client.get_upstream(req).await,
                 Kind::Consumer => client.get_consumer(req).await,
                 Kind::Issuer => client.get_issuer(req).await,
+                Kind::Plan => client.get_plan(req).await,
             };
             out.object(&reply.map_err(describe)?.into_inner());
         }
@@ -347,6 +391,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Upstream => client.list_upstreams(req).await,
                 Kind::Consumer => client.list_consumers(req).await,
                 Kind::Issuer => client.list_issuers(req).await,
+                Kind::Plan => client.list_plans(req).await,
             };
             let reply = reply.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);

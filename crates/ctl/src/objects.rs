@@ -256,6 +256,26 @@ impl FromFlags for IssuerFlags {
     }
 }
 
+#[derive(Args)]
+pub struct PlanFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    /// low, normal, high or critical (who is shed last under load).
+    #[arg(long)]
+    pub priority: Option<String>,
+}
+
+impl FromFlags for PlanFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let Some(id) = &self.id else { return Err("give -f FILE (with limits), or --id".into()) };
+        let mut spec = json!({ "id": id });
+        if let Some(p) = &self.priority {
+            spec["priority"] = json!(p);
+        }
+        Ok(spec)
+    }
+}
+
 /// The objects in a YAML or JSON file (`-` reads stdin).
 pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
     let mut text = String::new();

@@ -246,6 +246,35 @@ impl Output {
         }
     }
 
+    pub fn quotas(&self, objects: &[pb::Object], next_after: &str) {
+        if self.json {
+            let items: Vec<Value> = objects.iter().map(Self::object_json).collect();
+            return self.print_json(json!({"quotas": items, "next_after": next_after}));
+        }
+        let rows: Vec<Vec<String>> = objects
+            .iter()
+            .map(|o| {
+                let v: Value = serde_json::from_str(&o.spec_json).unwrap_or(Value::Null);
+                let nodes = v["held_by_node"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(n, h)| format!("{n}:{h}")).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                vec![
+                    o.id.clone(),
+                    v["limit"].to_string(),
+                    v["held"].to_string(),
+                    v["unallocated"].to_string(),
+                    nodes,
+                    v["window_end_ms"].to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["KEY", "LIMIT", "HELD", "UNALLOCATED", "HELD_BY_NODE", "WINDOW_END_MS"], &rows);
+        if !next_after.is_empty() {
+            println!("more: --after {next_after}");
+        }
+    }
+
     pub fn created_key(&self, k: &pb::CreatedApiKey) {
         if self.json {
             return self.print_json(json!({

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::consumer::Consumer;
 use crate::identity::{Digest, JwtIssuer, RevocationTarget};
+use crate::node::NodeId;
 use crate::route::{ObjectId, Route, Upstream};
 use crate::state::{SettingKey, SettingValue};
+use crate::traffic::{LeaseAsk, Plan, QuotaKey};
 
 /// A change to the replicated state. Fields are already validated types, so a
 /// command that decodes is well formed; `State::apply` checks it against the
@@ -108,6 +110,26 @@ pub enum Command {
     Unrevoke {
         target: RevocationTarget,
     },
+    PutPlan {
+        plan: Plan,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Delete a plan; rejected while a consumer is on it.
+    DeletePlan {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// One node's quota asks and returns for one batch interval.
+    QuotaLeases {
+        node: NodeId,
+        asks: Vec<LeaseAsk>,
+    },
+    /// Forget a quota key's ledger entry: the window starts over.
+    ResetQuota {
+        key: QuotaKey,
+    },
 }
 
 /// The key an API key replaces, and how long both stay valid.
@@ -136,6 +158,10 @@ impl Command {
             Command::DeleteApiKey { .. } => "delete_api_key",
             Command::Revoke { .. } => "revoke",
             Command::Unrevoke { .. } => "unrevoke",
+            Command::PutPlan { .. } => "put_plan",
+            Command::DeletePlan { .. } => "delete_plan",
+            Command::QuotaLeases { .. } => "quota_leases",
+            Command::ResetQuota { .. } => "reset_quota",
         }
     }
 

@@ -48,6 +48,9 @@ pub struct Consumer {
     /// each may belong to one consumer only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertIdentity>,
+    /// Rate limits and quotas of this consumer, on top of its plan's.
+    #[serde(default, skip_serializing_if = "crate::traffic::Limits::is_empty")]
+    pub limits: crate::traffic::Limits,
 }
 
 impl Consumer {
@@ -87,7 +90,8 @@ impl Consumer {
                 ));
             }
         }
-        validate_cert_identities(&self.certificates)
+        validate_cert_identities(&self.certificates)?;
+        self.limits.validate("limits")
     }
 }
 

@@ -18,6 +18,7 @@ mod node;
 pub mod path;
 pub mod route;
 mod state;
+pub mod traffic;
 
 pub use command::{Command, KeyRotation, Proposal};
 pub use consumer::Consumer;

@@ -438,6 +438,9 @@ pub struct Route {
     /// Who may call this route and with which credentials; none: anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::identity::RouteAuth>,
+    /// Rate limits and quotas of this route.
+    #[serde(default, skip_serializing_if = "crate::traffic::Limits::is_empty")]
+    pub limits: crate::traffic::Limits,
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT_MS: u32 = 30_000;
@@ -509,6 +512,7 @@ impl Route {
         if let Some(auth) = &self.auth {
             auth.validate("auth")?;
         }
+        self.limits.validate("limits")?;
         Ok(())
     }
 

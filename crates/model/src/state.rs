@@ -13,6 +13,10 @@ use crate::identity::{
     MAX_REVOCATIONS, MAX_TOKEN_REVOCATION_MS, REVOCATION_EXPIRY_MARGIN_MS,
 };
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
+use crate::traffic::{
+    grant_size, validate_asks, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope, MAX_PLANS, MAX_QUOTA_ENTRIES,
+    QUOTA_EXPIRY_MARGIN_MS,
+};
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
 pub const MAX_SETTINGS: usize = 10_000;
@@ -132,6 +136,8 @@ pub enum Effect {
     ObjectDeleted { kind: String, id: ObjectId, revision: u64 },
     Revoked { key: String, revision: u64 },
     Unrevoked { key: String, revision: u64 },
+    Leased { revision: u64 },
+    QuotaReset { key: String, revision: u64 },
 }
 
 impl Effect {
@@ -143,7 +149,9 @@ impl Effect {
             | Effect::ObjectPut { revision, .. }
             | Effect::ObjectDeleted { revision, .. }
             | Effect::Revoked { revision, .. }
-            | Effect::Unrevoked { revision, .. } => *revision,
+            | Effect::Unrevoked { revision, .. }
+            | Effect::Leased { revision }
+            | Effect::QuotaReset { revision, .. } => *revision,
         }
     }
 }
@@ -207,6 +215,17 @@ pub struct State {
     /// Token revocations by the time they may be dropped.
     #[serde(default)]
     revocation_expiry: BTreeSet<(u64, String)>,
+    #[serde(default)]
+    plans: Table<Plan>,
+    /// The quota ledger by [`QuotaKey::ledger_key`].
+    #[serde(default)]
+    quotas: BTreeMap<String, QuotaEntry>,
+    /// Ledger entries by the time they may be dropped.
+    #[serde(default)]
+    quota_expiry: BTreeSet<(u64, String)>,
+    /// Revision of the last plan change (0: none).
+    #[serde(default)]
+    plan_revision: u64,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -379,6 +398,38 @@ impl State {
             Command::Revoke { target, until_ms, reason } => {
                 self.revoke(target, *until_ms, reason, revision, time_ms)?
             }
+            Command::PutPlan { plan, expected_revision } => {
+                plan.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                let effect =
+                    put(&mut self.plans, "plan", &plan.id, plan, *expected_revision, MAX_PLANS, revision, time_ms)?;
+                self.plan_revision = revision;
+                effect
+            }
+            Command::DeletePlan { id, expected_revision } => {
+                if self.plans.contains_key(id) {
+                    if let Some(c) = self.consumers.values().find(|c| c.spec.plan.as_ref() == Some(id)) {
+                        return Err(Rejection::Conflict {
+                            message: format!("plan {:?} is used by consumer {:?}", id.as_str(), c.spec.id.as_str()),
+                        });
+                    }
+                }
+                let effect = delete(&mut self.plans, "plan", id, *expected_revision, revision)?;
+                self.plan_revision = revision;
+                effect
+            }
+            Command::QuotaLeases { node, asks } => {
+                validate_asks(asks).map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                self.lease(*node, asks, revision, time_ms);
+                Effect::Leased { revision }
+            }
+            Command::ResetQuota { key } => {
+                let ledger_key = key.ledger_key();
+                let Some(entry) = self.quotas.remove(&ledger_key) else {
+                    return Err(Rejection::NotFound { kind: "quota entry".into(), key: ledger_key });
+                };
+                self.quota_expiry.remove(&(entry.window_end_ms + QUOTA_EXPIRY_MARGIN_MS, ledger_key.clone()));
+                Effect::QuotaReset { key: ledger_key, revision }
+            }
             Command::Unrevoke { target } => {
                 let key = target.key();
                 let Some(old) = Arc::make_mut(&mut self.revocations).remove(&key) else {
@@ -410,7 +461,71 @@ impl State {
         self.revision = revision;
         self.time_ms = time_ms;
         self.drop_expired_revocations();
+        self.drop_expired_quotas();
         Ok(effect)
+    }
+
+    /// The quota a ledger key names, if it still exists.
+    pub fn quota(&self, scope: &QuotaScope, name: &ObjectId) -> Option<&Quota> {
+        let limits = match scope {
+            QuotaScope::Route(id) => &self.routes.get(id)?.spec.limits,
+            QuotaScope::Consumer(id) => &self.consumers.get(id)?.spec.limits,
+            QuotaScope::Plan(id) => &self.plans.get(id)?.spec.limits,
+        };
+        limits.quotas.iter().find(|q| &q.name == name)
+    }
+
+    /// Grants and returns of one node's batch. Asks for quotas that no
+    /// longer exist, for windows that ended or that do not match the quota,
+    /// are ignored; the rest keep `held <= limit` for every entry.
+    fn lease(&mut self, node: crate::NodeId, asks: &[LeaseAsk], revision: u64, time_ms: u64) {
+        for ask in asks {
+            let key = &ask.key;
+            let Some(quota) = self.quota(&key.scope, &key.quota) else { continue };
+            let (start, end) = quota.window.bounds(key.window_start_ms);
+            if start != key.window_start_ms || end.saturating_add(QUOTA_EXPIRY_MARGIN_MS) <= time_ms {
+                continue;
+            }
+            let limit = quota.limit;
+            let ledger_key = key.ledger_key();
+            if !self.quotas.contains_key(&ledger_key) {
+                if ask.want == 0 || time_ms >= end || self.quotas.len() >= MAX_QUOTA_ENTRIES {
+                    continue;
+                }
+                let entry = QuotaEntry {
+                    limit,
+                    window_end_ms: end,
+                    granted: BTreeMap::new(),
+                    returned: BTreeMap::new(),
+                    epoch: revision,
+                };
+                self.quotas.insert(ledger_key.clone(), entry);
+                self.quota_expiry.insert((end + QUOTA_EXPIRY_MARGIN_MS, ledger_key.clone()));
+            }
+            let entry = self.quotas.get_mut(&ledger_key).expect("inserted above");
+            let give_back = ask.give_back.min(entry.held_by(node));
+            if give_back > 0 {
+                *entry.returned.entry(node).or_insert(0) += give_back;
+            }
+            if ask.want > 0 && time_ms < entry.window_end_ms {
+                let active = entry.active_nodes() + usize::from(!entry.granted.contains_key(&node));
+                let g = grant_size(ask.want, entry.limit.saturating_sub(entry.held()), active);
+                if g > 0 {
+                    *entry.granted.entry(node).or_insert(0) += g;
+                }
+            }
+            assert!(entry.held() <= entry.limit, "quota ledger over-allocated {ledger_key}");
+        }
+    }
+
+    fn drop_expired_quotas(&mut self) {
+        while let Some((at, _)) = self.quota_expiry.first() {
+            if *at >= self.time_ms {
+                break;
+            }
+            let (_, key) = self.quota_expiry.pop_first().expect("first exists");
+            self.quotas.remove(&key);
+        }
     }
 
     /// Token revocations whose token has expired (plus the largest leeway)
@@ -615,6 +730,24 @@ impl State {
     /// Revocations by [`RevocationTarget::key`].
     pub fn revocations(&self) -> &Arc<BTreeMap<String, Revocation>> {
         &self.revocations
+    }
+
+    pub fn plans(&self) -> &Table<Plan> {
+        &self.plans
+    }
+
+    /// Revision of the last plan change.
+    pub fn plan_revision(&self) -> u64 {
+        self.plan_revision
+    }
+
+    /// The quota ledger by [`QuotaKey::ledger_key`].
+    pub fn quota_entries(&self) -> &BTreeMap<String, QuotaEntry> {
+        &self.quotas
+    }
+
+    pub fn quota_entry(&self, key: &QuotaKey) -> Option<&QuotaEntry> {
+        self.quotas.get(&key.ledger_key())
     }
 
     /// Revision of the last route or upstream change.

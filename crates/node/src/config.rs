@@ -29,6 +29,46 @@ pub struct NodeConfig {
     pub https: Option<HttpsConfig>,
     /// Credential checks: API-key hash secret, staleness bound, token cache.
     pub identity: IdentitySection,
+    /// Rate limits and quotas: trusted proxies, lease batching.
+    pub traffic: TrafficSection,
+}
+
+/// `[traffic]`: how this node enforces rate limits and quotas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrafficSection {
+    /// Addresses or CIDR blocks of proxies in front of the gateway whose
+    /// `X-Forwarded-For` is believed for client-IP limits.
+    pub trusted_proxies: Vec<String>,
+    /// How often the node sends its quota asks and returns (T_b).
+    pub batch_interval_ms: u64,
+}
+
+impl Default for TrafficSection {
+    fn default() -> Self {
+        Self { trusted_proxies: Vec::new(), batch_interval_ms: 50 }
+    }
+}
+
+impl TrafficSection {
+    pub fn trusted_proxies(&self) -> Result<Vec<raftgate_proxy::traffic::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.parse().map_err(|e: String| field(format!("traffic.trusted_proxies[{i}]"), e)))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.trusted_proxies.len() > 256 {
+            return Err(field("traffic.trusted_proxies", "at most 256 entries"));
+        }
+        self.trusted_proxies()?;
+        if !(10..=10_000).contains(&self.batch_interval_ms) {
+            return Err(field("traffic.batch_interval_ms", "must be 10 to 10000"));
+        }
+        Ok(())
+    }
 }
 
 /// `[identity]`: how this node checks credentials.
@@ -538,8 +578,9 @@ impl NodeConfig {
             }
         }
         self.http.validate()?;
-        self.validate_identity()?;
         self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
+        self.validate_identity()?;
+        self.traffic.validate()?;
         self.node_info().validate().map_err(|e| match e {
             raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),
             raftgate_model::NodeInfoError::Address { field: f, .. } => {
@@ -682,6 +723,18 @@ members = [
         assert!(err.contains("`node.id`"), "{err}");
         let err = load("[node\nid = 1").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_staleness_bound_must_stay_below_the_election_timeout() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.max_staleness_ms(), 1_200 - 200 - 100, "the default leaves room for two one-way delays");
+        let err = load(&format!("{GOOD}\n[identity]\nmax_staleness_ms = 1100\n")).unwrap_err();
+        assert!(err.contains("`identity.max_staleness_ms`") && err.contains("election_timeout_max_ms"), "{err}");
+        let err = load(&format!("{GOOD}\n[identity]\nkey_hash_secret = \"plain\"\n")).unwrap_err();
+        assert!(err.contains("`identity.key_hash_secret`"), "{err}");
+        let err = load(&format!("{GOOD}\n[traffic]\ntrusted_proxies = [\"10.0.0.0/40\"]\n")).unwrap_err();
+        assert!(err.contains("`traffic.trusted_proxies[0]`"), "{err}");
     }
 
     #[test]

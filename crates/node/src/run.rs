@@ -9,7 +9,8 @@ use raftgate_cluster::{ApplyObserver, ClusterError, ClusterNode, NodeEnv, StartE
 use raftgate_identity::apikey::KeyHasher;
 use raftgate_model::{Command, State};
 use raftgate_proxy::tls::{TlsError, TlsSource};
-use raftgate_proxy::{Gateway, GatewayConfig, IdentityConfig, ViewAge};
+use raftgate_proxy::traffic::LeaseTuning;
+use raftgate_proxy::{Gateway, GatewayConfig, IdentityConfig, TrafficConfig, ViewAge};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -91,10 +92,20 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         limits: config.http.to_limits(),
         https_port,
         identity: identity_config(&config, &node)?,
+        traffic: TrafficConfig {
+            node_id: config.node.id,
+            trusted_proxies: config.traffic.trusted_proxies()?,
+            leases: LeaseTuning { batch_interval_ms: config.traffic.batch_interval_ms, ..LeaseTuning::default() },
+        },
     });
     attach_data_plane(&node, &gateway);
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone()));
     let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
+    let batcher = tokio::spawn(run_quota_batcher(
+        gateway.clone(),
+        config.listen.admin.clone(),
+        Duration::from_millis(config.raft.write_timeout_ms + 1_000),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
@@ -121,6 +132,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     while data_plane.join_next().await.is_some() {}
     follower.abort();
     jwks.abort();
+    batcher.abort();
     result
 }
 
@@ -150,24 +162,63 @@ pub fn identity_config(config: &NodeConfig, node: &Arc<ClusterNode>) -> Result<I
     })
 }
 
-/// Publishes revocations into the data plane from inside apply, so that a
-/// revocation applied on this node is enforced by it before apply returns.
-struct RevocationPublisher(Arc<Gateway>);
+/// Publishes revocations and quota grants into the data plane from inside
+/// apply, so that a revocation applied on this node is enforced by it
+/// before apply returns, and a grant is spendable as soon as it applies.
+struct DataPlanePublisher(Arc<Gateway>);
 
-impl ApplyObserver for RevocationPublisher {
+impl ApplyObserver for DataPlanePublisher {
     fn applied(&self, state: &State, accepted: &[&Command]) {
         if accepted.iter().any(|c| c.touches_revocations()) {
             self.0.revocations_applied(state, Some(accepted));
         }
+        if accepted.iter().any(|c| matches!(c, Command::QuotaLeases { .. } | Command::ResetQuota { .. })) {
+            self.0.quota_leases().applied(state, accepted);
+        }
     }
     fn replaced(&self, state: &State) {
         self.0.revocations_applied(state, None);
+        self.0.quota_leases().replaced(state);
     }
 }
 
-/// Connects a gateway to the node's applied state (revocations synchronously).
+/// Connects a gateway to the node's applied state (revocations and quota
+/// grants synchronously).
 pub fn attach_data_plane(node: &Arc<ClusterNode>, gateway: &Arc<Gateway>) {
-    node.observe_applied(Arc::new(RevocationPublisher(gateway.clone())));
+    node.observe_applied(Arc::new(DataPlanePublisher(gateway.clone())));
+}
+
+/// Sends this node's quota asks and returns, one command per batch
+/// interval, through its own admin API (which forwards to the leader). A
+/// batch that fails is not retried: its returns stay unused (safe) and its
+/// asks are made again by the next batch.
+pub async fn run_quota_batcher(gateway: Arc<Gateway>, admin_addr: String, timeouts: Duration) {
+    let interval = Duration::from_millis(gateway.config().traffic.leases.batch_interval_ms);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{admin_addr}")) {
+        Ok(e) => e.connect_timeout(timeouts).timeout(timeouts).connect_lazy(),
+        Err(e) => {
+            tracing::error!(error = %e, "quota batcher: bad admin address; quotas get no leases");
+            return;
+        }
+    };
+    let mut client = raftgate_proto::admin::admin_client::AdminClient::new(channel);
+    loop {
+        tick.tick().await;
+        let asks = gateway.quota_leases().batch(gateway.wall_ms());
+        if asks.is_empty() {
+            continue;
+        }
+        let req = raftgate_proto::admin::QuotaLeasesRequest {
+            node: gateway.quota_leases().node(),
+            asks_json: serde_json::to_string(&asks).expect("asks serialize"),
+        };
+        if let Err(e) = client.submit_quota_leases(req).await {
+            tracing::debug!(error = %e.message(), asks = asks.len(), "quota lease batch not committed");
+            gateway.quota_leases().batch_failed(&asks);
+        }
+    }
 }
 
 /// Rebuilds the data plane's snapshots whenever applied routing or identity
@@ -175,19 +226,28 @@ pub fn attach_data_plane(node: &Arc<ClusterNode>, gateway: &Arc<Gateway>) {
 pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
     let mut applied = node.subscribe_applied();
     let mut published = 0;
-    let mut published_identity = 0;
+    let mut published_identity = (0, 0);
     loop {
         let identity = node.local_read(|a| {
             let s = &a.state;
-            let revision = s.identity_revision();
+            let revision = (s.identity_revision(), s.plan_revision());
+            gateway.set_cluster_size(a.membership.membership().nodes().count());
             (revision != published_identity).then(|| {
-                (revision, s.consumers().clone(), s.api_keys().clone(), s.cert_owners().clone(), s.issuers().clone())
+                (
+                    revision,
+                    s.consumers().clone(),
+                    s.api_keys().clone(),
+                    s.cert_owners().clone(),
+                    s.issuers().clone(),
+                    s.plans().clone(),
+                )
             })
         });
-        if let Some((revision, consumers, keys, certs, issuers)) = identity {
-            gateway.publish_identity(revision, &consumers, &keys, &certs, &issuers);
+        if let Some((revision, consumers, keys, certs, issuers, plans)) = identity {
+            gateway.publish_identity(revision.0.max(revision.1), &consumers, &keys, &certs, &issuers, &plans);
             tracing::info!(
-                identity_revision = revision,
+                identity_revision = revision.0,
+                plan_revision = revision.1,
                 consumers = consumers.len(),
                 api_keys = keys.len(),
                 issuers = issuers.len(),

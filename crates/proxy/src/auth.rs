@@ -48,6 +48,8 @@ pub struct IdentitySnapshot {
     pub issuers: IssuerSet,
     /// The issuers as replicated (the fetcher reads their JWKS URLs).
     pub issuer_specs: Table<JwtIssuer>,
+    /// Plans, whose limits apply to their consumers.
+    pub plans: Table<raftgate_model::traffic::Plan>,
     /// Verified tokens; a new snapshot starts with an empty one, so a
     /// changed issuer never serves a token verified under its old keys.
     pub token_cache: TokenCache,
@@ -62,6 +64,7 @@ impl IdentitySnapshot {
             cert_owners: Arc::default(),
             issuers: IssuerSet::new(Vec::new()),
             issuer_specs: Table::default(),
+            plans: Table::default(),
             token_cache: TokenCache::new(0),
         }
     }

@@ -19,6 +19,7 @@
 //! | 502 | `upstream_unavailable` | every try failed to connect or the upstream broke the exchange |
 //! | 503 | `no_healthy_upstream` | every target ejected, unhealthy or at its in-flight limit |
 //! | 504 | `upstream_timeout` | no response headers within the try or route timeout |
+//! | 429 | `rate_limited` | a rate limit or quota is exhausted (`Retry-After`, `RateLimit-*`) |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
 use bytes::Bytes;
@@ -44,6 +45,8 @@ pub enum GatewayError {
     Forbidden,
     InsufficientScope,
     StaleState,
+    /// 429: a rate limit or quota, with the tightest policy's figures.
+    RateLimited(crate::traffic::RateInfo),
 }
 
 impl GatewayError {
@@ -61,6 +64,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden | GatewayError::InsufficientScope => StatusCode::FORBIDDEN,
             GatewayError::StaleState => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -79,6 +83,7 @@ impl GatewayError {
             GatewayError::Forbidden => "forbidden",
             GatewayError::InsufficientScope => "insufficient_scope",
             GatewayError::StaleState => "stale_state",
+            GatewayError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -97,6 +102,7 @@ impl GatewayError {
             GatewayError::Forbidden => "these credentials may not call this route",
             GatewayError::InsufficientScope => "the token lacks a scope this route requires",
             GatewayError::StaleState => "this node cannot confirm credentials right now; retry",
+            GatewayError::RateLimited(_) => "too many requests; retry after the time given",
         }
     }
 
@@ -130,6 +136,10 @@ impl GatewayError {
             }
             GatewayError::StaleState => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::RateLimited(info) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(info.reset_s.max(1)));
+                crate::traffic::set_rate_headers(headers, info);
             }
             _ => {}
         }

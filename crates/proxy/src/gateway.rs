@@ -92,6 +92,17 @@ pub struct GatewayConfig {
     /// Port of this node's HTTPS listener, for redirects (none: 443).
     pub https_port: Option<u16>,
     pub identity: IdentityConfig,
+    pub traffic: TrafficConfig,
+}
+
+/// Rate limits and quotas on this node.
+#[derive(Clone, Debug, Default)]
+pub struct TrafficConfig {
+    /// This node's id: the ledger grants leases to it by id.
+    pub node_id: u64,
+    /// Peers whose `X-Forwarded-For` is believed for client-IP limits.
+    pub trusted_proxies: Vec<crate::traffic::Cidr>,
+    pub leases: crate::traffic::LeaseTuning,
 }
 
 /// How old this node's view of the cluster is, in milliseconds (None: it
@@ -254,6 +265,10 @@ pub struct Gateway {
     jwks_wanted: std::sync::atomic::AtomicBool,
     jwks_notify: tokio::sync::Notify,
     stale: StaleCounters,
+    rate_limiter: crate::traffic::RateLimiter,
+    quota_leases: crate::traffic::QuotaLeases,
+    /// Members of the cluster (voters and learners), for cluster-share limits.
+    cluster_size: std::sync::atomic::AtomicUsize,
 }
 
 /// Authenticated requests that met a stale view, counted for node status
@@ -280,7 +295,6 @@ impl Gateway {
     pub fn new(config: GatewayConfig) -> Arc<Self> {
         let fingerprinter = Fingerprinter::default();
         Arc::new(Self {
-            config,
             current: ArcSwap::from_pointee(Snapshot::empty()),
             targets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -291,6 +305,10 @@ impl Gateway {
             jwks_wanted: std::sync::atomic::AtomicBool::new(false),
             jwks_notify: tokio::sync::Notify::new(),
             stale: StaleCounters::default(),
+            rate_limiter: crate::traffic::RateLimiter::default(),
+            quota_leases: crate::traffic::QuotaLeases::new(config.traffic.node_id, config.traffic.leases),
+            cluster_size: std::sync::atomic::AtomicUsize::new(1),
+            config,
         })
     }
 
@@ -318,6 +336,28 @@ impl Gateway {
         } else {
             tracing::warn!(view_age = %age, max_staleness_ms, refused_total = count, last_route = route, "failing closed: this node's view of the cluster is older than the staleness bound, so authenticated routes answer 503");
         }
+    }
+
+    pub fn rate_limiter(&self) -> &crate::traffic::RateLimiter {
+        &self.rate_limiter
+    }
+
+    pub fn quota_leases(&self) -> &crate::traffic::QuotaLeases {
+        &self.quota_leases
+    }
+
+    /// Members of the cluster as last applied (at least 1).
+    pub fn cluster_size(&self) -> usize {
+        self.cluster_size.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_cluster_size(&self, members: usize) {
+        self.cluster_size.store(members.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client address limits count (see [`crate::traffic::client_ip`]).
+    pub fn client_ip(&self, conn: &crate::pipeline::ConnInfo, headers: &http::HeaderMap) -> std::net::IpAddr {
+        crate::traffic::client_ip(conn.client.ip(), headers, &self.config.traffic.trusted_proxies)
     }
 
     /// Authenticated requests that met a stale view since start.
@@ -352,7 +392,7 @@ impl Gateway {
     /// Rebuilds the identity snapshot from its own tables (new fetched keys).
     pub fn republish_identity(&self) {
         let s = self.identity();
-        self.publish_identity(s.revision, &s.consumers, &s.api_keys, &s.cert_owners, &s.issuer_specs);
+        self.publish_identity(s.revision, &s.consumers, &s.api_keys, &s.cert_owners, &s.issuer_specs, &s.plans);
     }
 
     /// The identity snapshot a request authenticates against.
@@ -411,6 +451,7 @@ impl Gateway {
         api_keys: &Table<ApiKey>,
         cert_owners: &Arc<std::collections::BTreeMap<String, ObjectId>>,
         issuers: &Table<JwtIssuer>,
+        plans: &Table<raftgate_model::traffic::Plan>,
     ) {
         let mut verifiers = Vec::with_capacity(issuers.len());
         for stored in issuers.values() {
@@ -453,6 +494,7 @@ impl Gateway {
             cert_owners: cert_owners.clone(),
             issuers: IssuerSet::new(verifiers),
             issuer_specs: issuers.clone(),
+            plans: plans.clone(),
             token_cache: TokenCache::new(self.config.identity.token_cache_entries),
         };
         self.identity.store(Arc::new(snapshot));
@@ -543,6 +585,7 @@ mod tests {
             limits: Limits::default(),
             https_port: None,
             identity: IdentityConfig::default(),
+            traffic: TrafficConfig::default(),
         })
     }
 

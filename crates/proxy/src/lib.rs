@@ -24,5 +24,6 @@ pub mod pipeline;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod traffic;
 
-pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, ViewAge};
+pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, TrafficConfig, ViewAge};

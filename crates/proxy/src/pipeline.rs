@@ -113,6 +113,7 @@ async fn proxy(
         return redirect_to_https(gateway, &req, &checked, request_id);
     }
     let principal = crate::auth::authenticate(gateway, &route, req.headers(), req.uri().query(), conn, request_id)?;
+    let rate = crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers())?;
     let upstream = snapshot.upstreams.get(&route.upstream).ok_or(GatewayError::NoHealthyUpstream)?;
 
     let limit = route.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -159,7 +160,11 @@ async fn proxy(
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, idle, conn.slot.clone()));
         }
     }
-    Ok(response_filter(response, &route, request_id, conn))
+    let mut response = response_filter(response, &route, request_id, conn);
+    if let Some(info) = &rate {
+        crate::traffic::set_rate_headers(response.headers_mut(), info);
+    }
+    Ok(response)
 }
 
 /// A 308 to the same URL over HTTPS (this node's HTTPS port, or 443).

@@ -51,7 +51,13 @@ impl World {
         let hasher = KeyHasher::new(b"test key-hash secret");
         let identity =
             IdentityConfig { key_hasher: hasher.clone(), view_age, jwks_min_refresh_ms, ..IdentityConfig::default() };
-        let config = GatewayConfig { region: "local".into(), limits: Limits::default(), https_port: None, identity };
+        let config = GatewayConfig {
+            region: "local".into(),
+            limits: Limits::default(),
+            https_port: None,
+            identity,
+            traffic: Default::default(),
+        };
         let routes = json!([
             {"id": "open", "upstream": "u", "paths": [{"prefix": "/open"}]},
             {"id": "secure", "upstream": "u", "paths": [{"prefix": "/secure"}], "auth": route_auth},
@@ -94,6 +100,7 @@ impl World {
             s.api_keys(),
             s.cert_owners(),
             s.issuers(),
+            s.plans(),
         );
         self.gw.gateway.revocations_applied(s, Some(&[&cmd]));
     }
@@ -408,4 +415,38 @@ async fn hostile_tokens_get_401_and_never_reach_the_upstream() {
         assert!(a.status == 401 || a.status == 431, "{}: {}", &t[..t.len().min(40)], a.status);
     }
     assert_eq!(w.hits(), hits, "no hostile token reached the upstream");
+}
+
+#[tokio::test]
+async fn revoking_an_issuer_key_refuses_every_token_it_signed() {
+    let (k1, jwk1) = es256("k1");
+    let (k2, jwk2) = es256("k2");
+    let mut w = World::start(json!({"jwt": {"issuers": ["ext"]}}), None).await;
+    w.apply(Command::PutIssuer {
+        issuer: serde_json::from_value(json!({
+            "id": "ext", "issuer": "https://ext.test/", "algorithms": ["ES256"], "jwks": {"keys": [jwk1, jwk2]}
+        }))
+        .unwrap(),
+        expected_revision: None,
+    });
+    let by_k1 = format!("Bearer {}", es256_token(&k1, "k1"));
+    let by_k2 = format!("Bearer {}", es256_token(&k2, "k2"));
+    assert_eq!(w.call("/secure", &[("authorization", &by_k1)]).await.status, 200);
+    assert_eq!(w.call("/secure", &[("authorization", &by_k2)]).await.status, 200);
+    w.apply(Command::Revoke {
+        target: RevocationTarget::IssuerKey {
+            issuer: raftgate_model::ObjectId::parse("ext").unwrap(),
+            kid: "k1".into(),
+        },
+        until_ms: None,
+        reason: "key compromised".into(),
+    });
+    assert_eq!(w.call("/secure", &[("authorization", &by_k1)]).await.status, 401, "cached, but its key is revoked");
+    assert_eq!(w.call("/secure", &[("authorization", &by_k2)]).await.status, 200);
+    let hs = token(claims("acme", "x"));
+    assert_eq!(
+        w.call("/secure", &[("authorization", &format!("Bearer {hs}"))]).await.status,
+        401,
+        "issuer not allowed on this route"
+    );
 }

@@ -384,7 +384,14 @@ async fn a_verified_client_certificate_stands_for_its_consumer_until_revoked() {
             .unwrap();
     }
     let publish = |s: &State| {
-        gw.gateway.publish_identity(s.identity_revision(), s.consumers(), s.api_keys(), s.cert_owners(), s.issuers());
+        gw.gateway.publish_identity(
+            s.identity_revision(),
+            s.consumers(),
+            s.api_keys(),
+            s.cert_owners(),
+            s.issuers(),
+            s.plans(),
+        );
         gw.gateway.revocations_applied(s, None);
     };
     publish(&state);

@@ -70,6 +70,7 @@ impl TestGateway {
             limits,
             https_port,
             identity: raftgate_proxy::IdentityConfig::default(),
+            traffic: Default::default(),
         };
         Self::start_config(routes, upstreams, config, tls).await
     }
