@@ -110,6 +110,11 @@ impl NodeProcess {
     }
 
     /// SIGKILL: no shutdown, no flush.
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
