@@ -722,6 +722,30 @@ pub struct Upstream {
     /// Speak TLS to the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Shed load early (503 `overloaded`) with an adaptive concurrency
+    /// limit instead of letting requests queue into timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<AdaptiveConcurrency>,
+}
+
+/// An AIMD concurrency limit per upstream on each node: it grows by about
+/// one per round trip while latency stays within `latency_tolerance_percent`
+/// of the best recently seen, and shrinks by 10% (at most every 100 ms) when
+/// latency passes it or a try fails. Under the limit, lower-priority plans
+/// are shed first: low above 50% of it, normal above 80%, high above 95%.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConcurrency {
+    pub initial_limit: u32,
+    pub min_limit: u32,
+    pub max_limit: u32,
+    pub latency_tolerance_percent: u32,
+}
+
+impl Default for AdaptiveConcurrency {
+    fn default() -> Self {
+        Self { initial_limit: 50, min_limit: 4, max_limit: 1_000, latency_tolerance_percent: 200 }
+    }
 }
 
 fn default_connect_ms() -> u32 {
@@ -739,6 +763,21 @@ fn default_max_in_flight() -> u32 {
 
 impl Upstream {
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(a) = &self.adaptive_concurrency {
+            let ok = a.min_limit >= 1
+                && a.min_limit <= a.initial_limit
+                && a.initial_limit <= a.max_limit
+                && a.max_limit <= 100_000;
+            if !ok {
+                return Err(field_err(
+                    "adaptive_concurrency",
+                    "needs 1 <= min_limit <= initial_limit <= max_limit <= 100000",
+                ));
+            }
+            if !(110..=1_000).contains(&a.latency_tolerance_percent) {
+                return Err(field_err("adaptive_concurrency.latency_tolerance_percent", "must be 110 to 1000"));
+            }
+        }
         if self.targets.is_empty() || self.targets.len() > MAX_TARGETS {
             return Err(field_err("targets", format!("must have 1 to {MAX_TARGETS} targets")));
         }

@@ -180,6 +180,14 @@ pub fn authenticate(
     Ok(Some(principal))
 }
 
+/// The load-shedding priority of a request: its consumer's plan's, or normal.
+pub fn priority(gateway: &Gateway, principal: Option<&Principal>) -> raftgate_model::traffic::Priority {
+    let Some(p) = principal else { return Default::default() };
+    let identity = gateway.identity();
+    let plan = identity.consumers.get(&p.consumer).and_then(|c| c.spec.plan.clone());
+    plan.and_then(|id| identity.plans.get(&id).map(|p| p.spec.priority)).unwrap_or_default()
+}
+
 fn refuse(
     route: &Route,
     request_id: &str,

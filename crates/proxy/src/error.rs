@@ -19,6 +19,7 @@
 //! | 502 | `upstream_unavailable` | every try failed to connect or the upstream broke the exchange |
 //! | 503 | `no_healthy_upstream` | every target ejected, unhealthy or at its in-flight limit |
 //! | 504 | `upstream_timeout` | no response headers within the try or route timeout |
+//! | 503 | `overloaded` | the upstream is at its adaptive concurrency limit (`Retry-After: 1`); lower-priority plans first |
 //! | 429 | `rate_limited` | a rate limit or quota is exhausted (`Retry-After`, `RateLimit-*`) |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
@@ -47,6 +48,8 @@ pub enum GatewayError {
     StaleState,
     /// 429: a rate limit or quota, with the tightest policy's figures.
     RateLimited(crate::traffic::RateInfo),
+    /// 503: the upstream is at its adaptive concurrency limit.
+    Overloaded,
 }
 
 impl GatewayError {
@@ -65,6 +68,7 @@ impl GatewayError {
             GatewayError::Forbidden | GatewayError::InsufficientScope => StatusCode::FORBIDDEN,
             GatewayError::StaleState => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -84,6 +88,7 @@ impl GatewayError {
             GatewayError::InsufficientScope => "insufficient_scope",
             GatewayError::StaleState => "stale_state",
             GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::Overloaded => "overloaded",
         }
     }
 
@@ -103,6 +108,7 @@ impl GatewayError {
             GatewayError::InsufficientScope => "the token lacks a scope this route requires",
             GatewayError::StaleState => "this node cannot confirm credentials right now; retry",
             GatewayError::RateLimited(_) => "too many requests; retry after the time given",
+            GatewayError::Overloaded => "the upstream is overloaded; retry shortly",
         }
     }
 
@@ -134,7 +140,7 @@ impl GatewayError {
                     HeaderValue::from_static(r#"Bearer realm="raftgate", error="insufficient_scope""#),
                 );
             }
-            GatewayError::StaleState => {
+            GatewayError::StaleState | GatewayError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::RateLimited(info) => {

@@ -160,6 +160,8 @@ pub struct UpstreamRuntime {
     pub revision: u64,
     pub balancer: Balancer,
     pub retry_budget: RetryBudget,
+    /// The adaptive concurrency limit, when the upstream asks for one.
+    pub shedder: Option<crate::shed::AdaptiveLimit>,
     pub client: UpstreamClient,
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
@@ -194,7 +196,8 @@ impl UpstreamRuntime {
         let client = builder.build(connector);
         let balancer = Balancer::new(&spec, states, region);
         let retry_budget = RetryBudget::new(&spec.retries);
-        Self { spec, revision, balancer, retry_budget, client, scheme, authorities }
+        let shedder = spec.adaptive_concurrency.clone().map(crate::shed::AdaptiveLimit::new);
+        Self { spec, revision, balancer, retry_budget, client, scheme, authorities, shedder }
     }
 }
 

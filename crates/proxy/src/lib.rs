@@ -23,6 +23,7 @@ pub mod jwks;
 pub mod pipeline;
 pub mod router;
 pub mod server;
+pub mod shed;
 pub mod tls;
 pub mod traffic;
 

@@ -148,7 +148,17 @@ async fn proxy(
         upgrade: checked.upgrade,
         hash_key: hash_key(upstream, &parts.headers, conn),
     };
+    let permit = match &upstream.shedder {
+        Some(shedder) => {
+            let priority = crate::auth::priority(gateway, principal.as_ref());
+            Some(shedder.try_acquire(priority).ok_or(GatewayError::Overloaded)?)
+        }
+        None => None,
+    };
     let sent = send(gateway, upstream, &route, exchange).await;
+    if let Some(p) = permit {
+        p.finish(matches!(&sent, Ok(r) if !matches!(r.status().as_u16(), 502..=504)));
+    }
     if body_too_large.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(GatewayError::BodyTooLarge);
     }
