@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use http::HeaderMap;
 use raftgate_model::traffic::{KeyPart, LeaseAsk, Limits, QuotaEntry, QuotaKey, QuotaScope, RateLimit};
@@ -247,6 +247,18 @@ impl LeaseState {
     }
 }
 
+/// What [`QuotaLeases::admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; about this many units are left in the cluster.
+    Admitted { remaining: u64 },
+    /// Refused: this node's lease is spent (`budget_spent`: and the whole
+    /// window's budget with it).
+    Refused { budget_spent: bool },
+    /// This node tracks the most keys it may.
+    Full,
+}
+
 /// Sizing of lease asks (see "Cluster-wide quotas" in the design).
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseTuning {
@@ -272,12 +284,13 @@ impl Default for LeaseTuning {
 pub struct QuotaLeases {
     node: u64,
     tuning: LeaseTuning,
-    keys: Mutex<HashMap<String, Arc<LeaseState>>>,
+    /// Read on every request (shared lock); written when a key is new and by the batcher.
+    keys: RwLock<HashMap<String, Arc<LeaseState>>>,
 }
 
 impl QuotaLeases {
     pub fn new(node: u64, tuning: LeaseTuning) -> Self {
-        Self { node, tuning, keys: Mutex::new(HashMap::new()) }
+        Self { node, tuning, keys: RwLock::new(HashMap::new()) }
     }
 
     pub fn node(&self) -> u64 {
@@ -287,7 +300,10 @@ impl QuotaLeases {
     /// The lease of `key`, created (empty) on first use.
     fn lease(&self, key: QuotaKey, limit: u64, window_end_ms: u64) -> Option<Arc<LeaseState>> {
         let ledger_key = key.ledger_key();
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(&ledger_key) {
+            return Some(l.clone());
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = keys.get(&ledger_key) {
             return Some(l.clone());
         }
@@ -301,7 +317,7 @@ impl QuotaLeases {
 
     /// Updates leases from the applied ledger after `accepted` commands.
     pub fn applied(&self, state: &State, accepted: &[&raftgate_model::Command]) {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for cmd in accepted {
             match cmd {
                 raftgate_model::Command::QuotaLeases { asks, .. } => {
@@ -326,7 +342,7 @@ impl QuotaLeases {
 
     /// Re-reads every lease from the state (snapshot installed, or start).
     pub fn replaced(&self, state: &State) {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for l in keys.values() {
             l.sync(self.node, state.quota_entry(&l.key));
         }
@@ -337,7 +353,7 @@ impl QuotaLeases {
     pub fn batch(&self, now_ms: u64) -> Vec<LeaseAsk> {
         let t = self.tuning;
         let horizon_s = (t.batch_interval_ms + t.commit_ms) as f64 / 1_000.0;
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         keys.retain(|_, l| l.window_end_ms > now_ms);
         let mut asks = Vec::new();
         for l in keys.values() {
@@ -367,7 +383,7 @@ impl QuotaLeases {
 
     /// The ask of a batch that was not delivered: let the next batch ask again.
     pub fn batch_failed(&self, asks: &[LeaseAsk]) {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for a in asks.iter().filter(|a| a.want > 0) {
             if let Some(l) = keys.get(&a.key.ledger_key()) {
                 l.pending.store(false, Ordering::Release);
@@ -375,9 +391,21 @@ impl QuotaLeases {
         }
     }
 
+    /// Admits one request of `key` from this node's lease (created empty on
+    /// first use): a shared-lock map lookup and one compare-and-swap.
+    pub fn admit(&self, key: QuotaKey, limit: u64, window_end_ms: u64) -> Admission {
+        match self.lease(key, limit, window_end_ms) {
+            None => Admission::Full,
+            Some(l) if l.try_admit() => Admission::Admitted { remaining: l.remaining_estimate() },
+            Some(l) => {
+                Admission::Refused { budget_spent: l.remaining_estimate() == 0 && l.epoch.load(Ordering::Acquire) != 0 }
+            }
+        }
+    }
+
     /// Leases held now.
     pub fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -386,7 +414,7 @@ impl QuotaLeases {
 
     /// Units admitted here in the current epoch of `key`, and units available.
     pub fn usage(&self, key: &QuotaKey) -> Option<(u64, u64)> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         keys.get(&key.ledger_key()).map(|l| (l.used.load(Ordering::Acquire), l.available()))
     }
 }
@@ -458,17 +486,20 @@ pub fn check(
                 window_start_ms: start,
             };
             let reset_s = end.saturating_sub(now_ms).div_ceil(1_000);
-            let Some(lease) = gateway.quota_leases().lease(key, q.limit, end) else {
-                return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: 1 }));
-            };
-            if !lease.try_admit() {
+            match gateway.quota_leases().admit(key, q.limit, end) {
+                Admission::Admitted { remaining } => {
+                    tightest = tighter(tightest, RateInfo { limit: q.limit, remaining, reset_s })
+                }
                 // Either the cluster's budget is spent (wait for the window) or this
                 // node's lease is: a batch interval brings more if any is left.
-                let spent = lease.remaining_estimate() == 0 && lease.epoch.load(Ordering::Acquire) != 0;
-                let retry = if spent { reset_s } else { 1 };
-                return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: retry }));
+                Admission::Refused { budget_spent } => {
+                    let retry = if budget_spent { reset_s } else { 1 };
+                    return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: retry }));
+                }
+                Admission::Full => {
+                    return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: 1 }))
+                }
             }
-            tightest = tighter(tightest, RateInfo { limit: q.limit, remaining: lease.remaining_estimate(), reset_s });
         }
     }
     Ok(tightest)
