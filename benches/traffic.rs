@@ -86,7 +86,30 @@ fn contended(iters: u64, op: impl Fn() + Sync) -> Duration {
     started.elapsed()
 }
 
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// Memory of a full rate-limit key map (keys like a client IP's).
+fn memory_figure() {
+    let before = rss_bytes();
+    let rl = RateLimiter::default();
+    for i in 0..raftgate_proxy::traffic::MAX_RATE_KEYS as u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        let _ = rl.check(&format!("Route(ObjectId(\"orders\"))#0|{ip}"), 10, 20);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    println!(
+        "rate-limit keys: {} tracked, +{:.1} MiB resident ({:.0} B per key)",
+        rl.len(),
+        grown as f64 / (1 << 20) as f64,
+        grown as f64 / rl.len().max(1) as f64
+    );
+}
+
 fn bench(c: &mut Criterion) {
+    memory_figure();
     let mut g = c.benchmark_group("rate_limit");
     let rl = RateLimiter::default();
     g.bench_function("1_thread", |b| {

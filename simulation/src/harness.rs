@@ -33,6 +33,8 @@ const EPOCH_MS: u64 = 1_767_225_600_000;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shared registers the clients write and read linearizably.
 const REGISTERS: usize = 3;
+/// The limit of the quota the lease clients lease from.
+pub const LEASE_LIMIT: u64 = 500;
 /// After healing, the cluster must converge within this much simulated time.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -83,6 +85,9 @@ pub struct Options {
     /// Chance per message that a broken link is repaired.
     pub repair_rate: f64,
     pub clients: usize,
+    /// Clients that send quota lease batches (asks and returns) for random
+    /// nodes against one quota of [`LEASE_LIMIT`].
+    pub lease_clients: usize,
     /// Pause between a client's operations.
     pub think_time: Duration,
     /// Longest the cluster may go without acknowledging a write while the
@@ -104,6 +109,7 @@ impl Options {
             fail_rate: 0.0,
             repair_rate: 0.0,
             clients: 3,
+            lease_clients: 0,
             think_time: Duration::from_millis(20),
             max_ack_gap: Duration::from_secs(8),
             failover_bound: Duration::from_secs(5),
@@ -151,6 +157,9 @@ pub struct Report {
     pub failovers_ms: Vec<(String, u64)>,
     /// Register keys whose linearizability search ran out of budget.
     pub lin_inconclusive: usize,
+    /// Lease batches acknowledged, and units granted in the end (all nodes).
+    pub lease_batches: usize,
+    pub units_granted: u64,
     pub events: Vec<String>,
 }
 
@@ -165,6 +174,7 @@ pub struct Harness<'a> {
     history: Rc<RefCell<History>>,
     checker: Checker,
     stop: Rc<Cell<bool>>,
+    lease_acks: Rc<Cell<usize>>,
     crashed: BTreeSet<NodeId>,
     cuts: BTreeSet<(NodeId, NodeId)>,
     /// Current voters and learners, as the scenario changed them.
@@ -206,6 +216,7 @@ impl<'a> Harness<'a> {
             history: Rc::default(),
             checker: Checker::default(),
             stop: Rc::default(),
+            lease_acks: Rc::default(),
             crashed: BTreeSet::new(),
             cuts: BTreeSet::new(),
         };
@@ -219,7 +230,22 @@ impl<'a> Harness<'a> {
         for c in 0..h.opts.clients {
             h.add_client(c);
         }
+        for c in 0..h.opts.lease_clients {
+            h.add_lease_client(c);
+        }
         h
+    }
+
+    fn add_lease_client(&mut self, client: usize) {
+        let targets: Vec<String> = self.opts.voters.iter().map(|n| n.member().admin_addr).collect();
+        let nodes: Vec<NodeId> = self.opts.voters.iter().map(|n| n.id).collect();
+        let stop = self.stop.clone();
+        let acks = self.lease_acks.clone();
+        let seed = self.opts.seed ^ (0x5851_f42d_4c95_7f2du64.wrapping_mul(client as u64 + 1));
+        self.sim.client(format!("leases{client}"), async move {
+            run_lease_client(client, targets, nodes, seed, acks, stop).await;
+            Ok(())
+        });
     }
 
     fn config(&self, n: &SimNode, bootstrap: Vec<BootstrapMember>) -> NodeConfig {
@@ -309,6 +335,16 @@ impl<'a> Harness<'a> {
         let mut events = Vec::new();
         for node in self.live() {
             self.checker.observe(now, &node, &mut events).map_err(|m| self.fail(m))?;
+            // The quota ledger never holds more than a limit, on any node's view.
+            let over =
+                node.local_read(|a| {
+                    a.state.quota_entries().iter().find(|(_, e)| e.held() > e.limit).map(|(k, e)| {
+                        format!("node {}: quota {k} holds {} of a limit of {}", node.id(), e.held(), e.limit)
+                    })
+                });
+            if let Some(m) = over {
+                return Err(self.fail(m));
+            }
         }
         if let Some((since, label)) = self.checker.failover_pending() {
             if now - since > self.opts.failover_bound.as_micros() as u64 {
@@ -564,6 +600,11 @@ impl<'a> Harness<'a> {
             }
         }
         let counts = history.count();
+        let units_granted = self
+            .live()
+            .first()
+            .map(|n| n.local_read(|a| a.state.quota_entries().values().map(|e| e.held()).sum()))
+            .unwrap_or(0);
         Ok(Report {
             seed: self.opts.seed,
             history_digest: history.digest(),
@@ -573,6 +614,8 @@ impl<'a> Harness<'a> {
             reads: counts.reads,
             failovers_ms: self.checker.failovers.iter().map(|(l, us)| (l.clone(), us / 1000)).collect(),
             lin_inconclusive,
+            lease_batches: self.lease_acks.get(),
+            units_granted,
             events: history.events.clone(),
         })
     }
@@ -682,6 +725,63 @@ async fn run_client(
             target = (target + 1) % targets.len();
         }
         tokio::time::sleep(think + Duration::from_millis(rng.gen_range(0..20))).await;
+    }
+}
+
+/// One simulated lease client: client 0 first writes a route with a quota
+/// of [`LEASE_LIMIT`] per hour; then every client sends lease batches for
+/// random nodes (random asks and returns), as nodes' batchers do, through
+/// random members, during whatever the scenario does.
+async fn run_lease_client(
+    client: usize,
+    targets: Vec<String>,
+    nodes: Vec<NodeId>,
+    seed: u64,
+    acks: Rc<Cell<usize>>,
+    stop: Rc<Cell<bool>>,
+) {
+    use raftgate_model::traffic::{LeaseAsk, QuotaKey, QuotaScope, Window};
+    use raftgate_proto::admin::{ApplyObjectRequest, QuotaLeasesRequest};
+    let dialer = net::dialer();
+    let mut clients: Vec<AdminClient<tonic::transport::Channel>> =
+        targets.iter().map(|a| AdminClient::new(dialer.dial(a).expect("valid simulated address"))).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    if client == 0 {
+        let upstream = serde_json::json!({"id": "u", "targets": [{"addr": "127.0.0.1:9"}]});
+        let route = serde_json::json!({"id": "metered", "upstream": "u",
+            "limits": {"quotas": [{"name": "q", "key": ["route"], "window": "hour", "limit": LEASE_LIMIT}]}});
+        for spec in [upstream, route] {
+            let mut target = 0;
+            loop {
+                let req = ApplyObjectRequest { spec_json: spec.to_string(), expected_revision: None };
+                let c = &mut clients[target % targets.len()];
+                let call =
+                    if spec.get("upstream").is_some() { c.apply_route(req).await } else { c.apply_upstream(req).await };
+                if call.is_ok() || stop.get() {
+                    break;
+                }
+                target += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let mut target = client % targets.len();
+    while !stop.get() {
+        let now_ms = EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+        let key = QuotaKey {
+            scope: QuotaScope::Route(raftgate_model::ObjectId::parse("metered").expect("valid id")),
+            quota: raftgate_model::ObjectId::parse("q").expect("valid id"),
+            value: "metered".into(),
+            window_start_ms: Window::Hour.bounds(now_ms).0,
+        };
+        let ask = LeaseAsk { key, want: rng.gen_range(0..80), give_back: rng.gen_range(0..30) };
+        let node = nodes[rng.gen_range(0..nodes.len())];
+        let req = QuotaLeasesRequest { node, asks_json: serde_json::to_string(&vec![ask]).expect("asks serialize") };
+        match tokio::time::timeout(CLIENT_TIMEOUT, clients[target].submit_quota_leases(req)).await {
+            Ok(Ok(_)) => acks.set(acks.get() + 1),
+            _ => target = (target + 1) % targets.len(),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(10..60))).await;
     }
 }
 

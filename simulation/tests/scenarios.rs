@@ -31,6 +31,23 @@ fn check_failovers(reports: &[Report]) {
 }
 
 #[test]
+fn quota_leases_partition() {
+    let r = run("quota_leases_partition", seeds(6));
+    check_progress(&r);
+    check_failovers(&r);
+    for report in &r {
+        assert!(report.lease_batches > 20, "seed {}: only {} lease batches", report.seed, report.lease_batches);
+        let limit = simulation::harness::LEASE_LIMIT;
+        assert!(
+            report.units_granted > 0 && report.units_granted <= limit,
+            "seed {}: {}",
+            report.seed,
+            report.units_granted
+        );
+    }
+}
+
+#[test]
 fn leader_crash_restart() {
     let r = run("leader_crash_restart", seeds(6));
     check_progress(&r);

@@ -98,7 +98,8 @@ impl AdaptiveLimit {
         let min = u64::from(self.config.min_limit) * 1_000;
         let max = u64::from(self.config.max_limit) * 1_000;
         if !ok || too_slow {
-            let now = self.epoch.elapsed().as_micros() as u64;
+            // Shifted by one period so that the first decrease is allowed at once.
+            let now = self.epoch.elapsed().as_micros() as u64 + DECREASE_EVERY_US;
             let last = self.decreased_at_us.load(Ordering::Relaxed);
             if now.saturating_sub(last) >= DECREASE_EVERY_US
                 && self.decreased_at_us.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
