@@ -33,6 +33,7 @@ fn key(t: u64) -> QuotaKey {
         scope: QuotaScope::Route(ObjectId::parse("orders").unwrap()),
         quota: ObjectId::parse("per-day").unwrap(),
         value: "acme".into(),
+        window: Window::Day,
         window_start_ms: Window::Day.bounds(t).0,
     }
 }
@@ -50,13 +51,14 @@ fn leased() -> (Arc<QuotaLeases>, QuotaKey, u64) {
     state
         .apply(t, &Command::PutRoute { route: serde_json::from_value(route).unwrap(), expected_revision: None })
         .unwrap();
-    let leases = Arc::new(QuotaLeases::new(NODE, LeaseTuning::default()));
+    let leases = Arc::new(QuotaLeases::new(NODE, 0, LeaseTuning::default()));
     let k = key(t);
     let end = Window::Day.bounds(t).1;
     assert!(matches!(leases.admit(k.clone(), LIMIT, end), Admission::Refused { .. }), "no lease yet");
     let asks = leases.batch(t);
     let cmd = Command::QuotaLeases {
         node: NODE,
+        incarnation: 0,
         asks: asks
             .into_iter()
             .map(|mut a| {

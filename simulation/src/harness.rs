@@ -772,11 +772,27 @@ async fn run_lease_client(
             scope: QuotaScope::Route(raftgate_model::ObjectId::parse("metered").expect("valid id")),
             quota: raftgate_model::ObjectId::parse("q").expect("valid id"),
             value: "metered".into(),
+            window: Window::Hour,
             window_start_ms: Window::Hour.bounds(now_ms).0,
         };
-        let ask = LeaseAsk { key, want: rng.gen_range(0..80), give_back: rng.gen_range(0..30) };
+        // The entry's epoch as the target sees it, so that give-backs count.
+        let list = raftgate_proto::admin::ListQuotasRequest {
+            consistency: Consistency::Local as i32,
+            filter: String::new(),
+            after: String::new(),
+            limit: 1,
+        };
+        let epoch = match tokio::time::timeout(CLIENT_TIMEOUT, clients[target].list_quotas(list)).await {
+            Ok(Ok(r)) => r.into_inner().objects.first().map_or(0, |o| o.revision),
+            _ => 0,
+        };
+        let ask = LeaseAsk { key, epoch, want: rng.gen_range(0..80), give_back: rng.gen_range(0..30) };
         let node = nodes[rng.gen_range(0..nodes.len())];
-        let req = QuotaLeasesRequest { node, asks_json: serde_json::to_string(&vec![ask]).expect("asks serialize") };
+        let req = QuotaLeasesRequest {
+            node,
+            incarnation: 0,
+            asks_json: serde_json::to_string(&vec![ask]).expect("asks serialize"),
+        };
         match tokio::time::timeout(CLIENT_TIMEOUT, clients[target].submit_quota_leases(req)).await {
             Ok(Ok(_)) => acks.set(acks.get() + 1),
             _ => target = (target + 1) % targets.len(),

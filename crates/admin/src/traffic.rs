@@ -24,7 +24,7 @@ pub(crate) fn leases_command(msg: &pb::QuotaLeasesRequest) -> Result<Command, St
         return Err(invalid("node", "must be a node id"));
     }
     let asks: Vec<LeaseAsk> = serde_json::from_str(&msg.asks_json).map_err(|e| invalid("asks_json", e))?;
-    Ok(Command::QuotaLeases { node: msg.node, asks })
+    Ok(Command::QuotaLeases { node: msg.node, incarnation: msg.incarnation, asks })
 }
 
 pub(crate) fn reset_command(msg: &pb::ResetQuotaRequest) -> Result<Command, Status> {
@@ -46,7 +46,7 @@ pub(crate) fn list(filter: String, after: String, limit: usize) -> impl FnOnce(&
             .take(limit + 1)
             .map(|(k, e)| {
                 let nodes: serde_json::Map<String, serde_json::Value> =
-                    e.granted.keys().map(|n| (n.to_string(), serde_json::json!(e.held_by(*n)))).collect();
+                    e.held_by_node().into_iter().map(|(n, h)| (n.to_string(), serde_json::json!(h))).collect();
                 let spec = serde_json::json!({
                     "limit": e.limit,
                     "held": e.held(),
@@ -73,9 +73,9 @@ mod tests {
 
     #[test]
     fn bad_lease_batches_and_reset_keys_name_the_field() {
-        let bad = pb::QuotaLeasesRequest { node: 1, asks_json: "not json".into() };
+        let bad = pb::QuotaLeasesRequest { node: 1, asks_json: "not json".into(), incarnation: 0 };
         assert!(leases_command(&bad).unwrap_err().message().starts_with("asks_json"));
-        let zero = pb::QuotaLeasesRequest { node: 0, asks_json: "[]".into() };
+        let zero = pb::QuotaLeasesRequest { node: 0, asks_json: "[]".into(), incarnation: 0 };
         assert!(leases_command(&zero).unwrap_err().message().starts_with("node"));
         let reset = pb::ResetQuotaRequest { key: "garbage".into() };
         assert!(reset_command(&reset).unwrap_err().message().starts_with("key"));

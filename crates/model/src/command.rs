@@ -124,6 +124,9 @@ pub enum Command {
     /// One node's quota asks and returns for one batch interval.
     QuotaLeases {
         node: NodeId,
+        /// Drawn by the node at start: grants are held per (node, incarnation).
+        #[serde(default)]
+        incarnation: u64,
         asks: Vec<LeaseAsk>,
     },
     /// Forget a quota key's ledger entry: the window starts over.

@@ -14,8 +14,8 @@ use crate::identity::{
 };
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 use crate::traffic::{
-    grant_size, validate_asks, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope, MAX_PLANS, MAX_QUOTA_ENTRIES,
-    QUOTA_EXPIRY_MARGIN_MS,
+    grant_size, holder, validate_asks, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope, MAX_HOLDERS_PER_ENTRY,
+    MAX_PLANS, MAX_QUOTA_ENTRIES, QUOTA_EXPIRY_MARGIN_MS,
 };
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
@@ -417,9 +417,9 @@ impl State {
                 self.plan_revision = revision;
                 effect
             }
-            Command::QuotaLeases { node, asks } => {
+            Command::QuotaLeases { node, incarnation, asks } => {
                 validate_asks(asks).map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
-                self.lease(*node, asks, revision, time_ms);
+                self.lease(&holder(*node, *incarnation), asks, revision, time_ms);
                 Effect::Leased { revision }
             }
             Command::ResetQuota { key } => {
@@ -427,7 +427,8 @@ impl State {
                 let Some(entry) = self.quotas.remove(&ledger_key) else {
                     return Err(Rejection::NotFound { kind: "quota entry".into(), key: ledger_key });
                 };
-                self.quota_expiry.remove(&(entry.window_end_ms + QUOTA_EXPIRY_MARGIN_MS, ledger_key.clone()));
+                self.quota_expiry
+                    .remove(&(entry.window_end_ms.saturating_add(QUOTA_EXPIRY_MARGIN_MS), ledger_key.clone()));
                 Effect::QuotaReset { key: ledger_key, revision }
             }
             Command::Unrevoke { target } => {
@@ -475,15 +476,21 @@ impl State {
         limits.quotas.iter().find(|q| &q.name == name)
     }
 
-    /// Grants and returns of one node's batch. Asks for quotas that no
+    /// Grants and returns of one holder's batch. Asks for quotas that no
     /// longer exist, for windows that ended or that do not match the quota,
-    /// are ignored; the rest keep `held <= limit` for every entry.
-    fn lease(&mut self, node: crate::NodeId, asks: &[LeaseAsk], revision: u64, time_ms: u64) {
+    /// are ignored; grants are sized so that `held <= limit` holds for every
+    /// entry by construction. A changed limit applies at once: the entry's
+    /// limit becomes the new one, or what is held if that is more (nothing
+    /// more is granted then). Give-backs for another epoch are ignored.
+    fn lease(&mut self, holder: &str, asks: &[LeaseAsk], revision: u64, time_ms: u64) {
         for ask in asks {
             let key = &ask.key;
             let Some(quota) = self.quota(&key.scope, &key.quota) else { continue };
             let (start, end) = quota.window.bounds(key.window_start_ms);
-            if start != key.window_start_ms || end.saturating_add(QUOTA_EXPIRY_MARGIN_MS) <= time_ms {
+            if key.window != quota.window
+                || start != key.window_start_ms
+                || end.saturating_add(QUOTA_EXPIRY_MARGIN_MS) <= time_ms
+            {
                 continue;
             }
             let limit = quota.limit;
@@ -500,21 +507,26 @@ impl State {
                     epoch: revision,
                 };
                 self.quotas.insert(ledger_key.clone(), entry);
-                self.quota_expiry.insert((end + QUOTA_EXPIRY_MARGIN_MS, ledger_key.clone()));
+                self.quota_expiry.insert((end.saturating_add(QUOTA_EXPIRY_MARGIN_MS), ledger_key.clone()));
             }
             let entry = self.quotas.get_mut(&ledger_key).expect("inserted above");
-            let give_back = ask.give_back.min(entry.held_by(node));
-            if give_back > 0 {
-                *entry.returned.entry(node).or_insert(0) += give_back;
+            entry.limit = limit.max(entry.held());
+            let give_back = ask.give_back.min(entry.held_by(holder));
+            if give_back > 0 && ask.epoch == entry.epoch {
+                let returned = entry.returned.entry(holder.to_string()).or_insert(0);
+                *returned = returned.saturating_add(give_back);
             }
-            if ask.want > 0 && time_ms < entry.window_end_ms {
-                let active = entry.active_nodes() + usize::from(!entry.granted.contains_key(&node));
+            let known = entry.granted.contains_key(holder);
+            if ask.want > 0 && time_ms < entry.window_end_ms && (known || entry.granted.len() < MAX_HOLDERS_PER_ENTRY) {
+                let active = entry.active_nodes() + usize::from(!known);
                 let g = grant_size(ask.want, entry.limit.saturating_sub(entry.held()), active);
-                if g > 0 {
-                    *entry.granted.entry(node).or_insert(0) += g;
+                let granted = entry.granted.get(holder).copied().unwrap_or(0);
+                // A holder's cumulative grant cannot overflow: past it, it gets nothing more.
+                if let (true, Some(total)) = (g > 0, granted.checked_add(g)) {
+                    entry.granted.insert(holder.to_string(), total);
                 }
             }
-            assert!(entry.held() <= entry.limit, "quota ledger over-allocated {ledger_key}");
+            debug_assert!(entry.held() <= entry.limit, "quota ledger over-allocated {ledger_key}");
         }
     }
 
@@ -633,6 +645,14 @@ impl State {
             RevocationTarget::ApiKey { id } if !self.api_keys.contains_key(id) => return Err(missing("api key", id)),
             RevocationTarget::Consumer { id } if !self.consumers.contains_key(id) => {
                 return Err(missing("consumer", id))
+            }
+            RevocationTarget::IssuerKey { issuer, .. }
+                if self.issuers.get(issuer).is_some_and(|i| i.spec.algorithms.iter().any(|a| a.is_hmac())) =>
+            {
+                return Err(Rejection::Invalid {
+                    field: "target".into(),
+                    message: "an HMAC issuer has no key ids to revoke; rotate its secret instead".into(),
+                })
             }
             _ => {}
         }

@@ -32,6 +32,11 @@ pub const MAX_ASKS_PER_BATCH: usize = 10_000;
 pub const MAX_QUOTA_KEY_BYTES: usize = 512;
 /// Ledger entries stay this long after their window ends (late returns).
 pub const QUOTA_EXPIRY_MARGIN_MS: u64 = 60_000;
+/// Most holders (node incarnations) one ledger entry records; asks from
+/// further holders get nothing until the window ends.
+pub const MAX_HOLDERS_PER_ENTRY: usize = 64;
+/// Latest window start accepted (the start of the year 9999).
+const MAX_WINDOW_START_MS: u64 = 253_370_764_800_000;
 const MAX_RATE: u32 = 1_000_000;
 const MAX_LIMIT: u64 = 1_000_000_000_000;
 
@@ -103,8 +108,23 @@ pub enum Window {
 }
 
 impl Window {
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Month => "month",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Window::Minute, Window::Hour, Window::Day, Window::Month].into_iter().find(|w| w.name() == s)
+    }
+
     /// The window holding `t_ms` (ms since the Unix epoch): its start and end.
+    /// Times past the year 9999 are clamped there.
     pub fn bounds(self, t_ms: u64) -> (u64, u64) {
+        let t_ms = t_ms.min(MAX_WINDOW_START_MS);
         let fixed = |len: u64| {
             let start = t_ms - t_ms % len;
             (start, start + len)
@@ -259,6 +279,8 @@ pub struct QuotaKey {
     pub quota: ObjectId,
     /// The joined values of the quota's key parts for one request.
     pub value: String,
+    /// The window kind, so that changing a quota's window starts a new entry.
+    pub window: Window,
     /// Start of the window, ms since the epoch.
     pub window_start_ms: u64,
 }
@@ -268,7 +290,7 @@ impl QuotaKey {
     /// the free-text value comes before the window start, which is digits).
     pub fn ledger_key(&self) -> String {
         let (tag, id) = self.scope.tag();
-        format!("{tag}/{id}/{}/{}@{}", self.quota, self.value, self.window_start_ms)
+        format!("{tag}/{id}/{}/{}@{}:{}", self.quota, self.value, self.window.name(), self.window_start_ms)
     }
 }
 
@@ -276,7 +298,9 @@ impl QuotaKey {
     /// The quota key a [`QuotaKey::ledger_key`] names.
     pub fn parse_ledger_key(s: &str) -> Option<QuotaKey> {
         let (rest, window) = s.rsplit_once('@')?;
-        let window_start_ms = window.parse().ok()?;
+        let (kind, start) = window.split_once(':')?;
+        let window = Window::from_name(kind)?;
+        let window_start_ms = start.parse().ok()?;
         let mut parts = rest.splitn(4, '/');
         let (tag, id, quota, value) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let id = ObjectId::parse(id).ok()?;
@@ -286,7 +310,7 @@ impl QuotaKey {
             "plan" => QuotaScope::Plan(id),
             _ => return None,
         };
-        Some(QuotaKey { scope, quota: ObjectId::parse(quota).ok()?, value: value.to_string(), window_start_ms })
+        Some(QuotaKey { scope, quota: ObjectId::parse(quota).ok()?, value: value.to_string(), window, window_start_ms })
     }
 }
 
@@ -295,6 +319,10 @@ impl QuotaKey {
 #[serde(deny_unknown_fields)]
 pub struct LeaseAsk {
     pub key: QuotaKey,
+    /// The entry epoch the node's counters belong to (0: none yet). A give
+    /// back for another epoch (the entry was reset since) is ignored.
+    #[serde(default)]
+    pub epoch: u64,
     /// More units wanted (0: none).
     #[serde(default)]
     pub want: u64,
@@ -309,11 +337,11 @@ pub struct LeaseAsk {
 pub struct QuotaEntry {
     pub limit: u64,
     pub window_end_ms: u64,
-    /// Per node: units granted so far in this window (only grows).
-    pub granted: BTreeMap<NodeId, u64>,
-    /// Per node: units given back so far (only grows, at most `granted`).
+    /// Per holder (see [`holder`]): units granted so far in this epoch (only grows).
+    pub granted: BTreeMap<String, u64>,
+    /// Per holder: units given back so far (only grows, at most `granted`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub returned: BTreeMap<NodeId, u64>,
+    pub returned: BTreeMap<String, u64>,
     /// The revision that created the entry; a reset makes a new one, so
     /// nodes start counting their use afresh.
     pub epoch: u64,
@@ -322,17 +350,35 @@ pub struct QuotaEntry {
 impl QuotaEntry {
     /// Units held by nodes now (granted minus returned), over all nodes.
     pub fn held(&self) -> u64 {
-        self.granted.iter().map(|(n, g)| g - self.returned.get(n).copied().unwrap_or(0)).sum()
+        self.granted.keys().map(|h| self.held_by(h)).sum()
     }
 
-    pub fn held_by(&self, node: NodeId) -> u64 {
-        self.granted.get(&node).copied().unwrap_or(0) - self.returned.get(&node).copied().unwrap_or(0)
+    pub fn held_by(&self, holder: &str) -> u64 {
+        let g = self.granted.get(holder).copied().unwrap_or(0);
+        g.saturating_sub(self.returned.get(holder).copied().unwrap_or(0))
     }
 
-    /// Nodes that hold or have held units of this entry.
+    /// Holders that hold or have held units of this entry.
     pub fn active_nodes(&self) -> usize {
         self.granted.len()
     }
+
+    /// Units held per node, over its incarnations.
+    pub fn held_by_node(&self) -> BTreeMap<NodeId, u64> {
+        let mut out = BTreeMap::new();
+        for h in self.granted.keys() {
+            let node = h.split_once('.').and_then(|(n, _)| n.parse().ok()).unwrap_or(0);
+            *out.entry(node).or_insert(0) += self.held_by(h);
+        }
+        out
+    }
+}
+
+/// The ledger's name for one run of a node: its id and the incarnation it
+/// drew at start. A restarted node is a new holder, so it can never spend
+/// again what it was granted before (that stays held until the window ends).
+pub fn holder(node: NodeId, incarnation: u64) -> String {
+    format!("{node}.{incarnation}")
 }
 
 /// How much of `want` the ledger grants when `remaining` units are left
@@ -349,9 +395,19 @@ pub(crate) fn validate_asks(asks: &[LeaseAsk]) -> Result<(), FieldError> {
     if asks.len() > MAX_ASKS_PER_BATCH {
         return Err(field_err("asks", format!("at most {MAX_ASKS_PER_BATCH} per command")));
     }
+    let mut seen = std::collections::BTreeSet::new();
     for (i, a) in asks.iter().enumerate() {
         if a.key.value.len() > MAX_QUOTA_KEY_BYTES {
             return Err(field_err(format!("asks[{i}].key.value"), format!("at most {MAX_QUOTA_KEY_BYTES} bytes")));
+        }
+        if a.want > MAX_LIMIT || a.give_back > MAX_LIMIT {
+            return Err(field_err(format!("asks[{i}]"), format!("want and give_back must be at most {MAX_LIMIT}")));
+        }
+        if a.key.window_start_ms > MAX_WINDOW_START_MS {
+            return Err(field_err(format!("asks[{i}].key.window_start_ms"), "is past the year 9999"));
+        }
+        if !seen.insert(&a.key) {
+            return Err(field_err(format!("asks[{i}].key"), "asked twice in one command"));
         }
     }
     Ok(())
@@ -386,11 +442,14 @@ mod tests {
             scope: QuotaScope::Plan(ObjectId::parse("gold").unwrap()),
             quota: ObjectId::parse("hourly").unwrap(),
             value: "a/b@c|10.0.0.1".into(),
+            window: Window::Hour,
             window_start_ms: 3_600_000,
         };
         assert_eq!(QuotaKey::parse_ledger_key(&k.ledger_key()), Some(k));
-        assert_eq!(QuotaKey::parse_ledger_key("nope/x/y/z@1"), None);
-        assert_eq!(QuotaKey::parse_ledger_key("route/x/y/z@abc"), None);
+        assert_eq!(QuotaKey::parse_ledger_key("nope/x/y/z@hour:1"), None);
+        assert_eq!(QuotaKey::parse_ledger_key("route/x/y/z@hour:abc"), None);
+        assert_eq!(QuotaKey::parse_ledger_key("route/x/y/z@week:1"), None);
+        assert_eq!(Window::Day.bounds(u64::MAX).0 % 86_400_000, 0, "far-future times do not overflow");
     }
 
     #[test]

@@ -212,6 +212,7 @@ pub async fn run_quota_batcher(gateway: Arc<Gateway>, admin_addr: String, timeou
         }
         let req = raftgate_proto::admin::QuotaLeasesRequest {
             node: gateway.quota_leases().node(),
+            incarnation: gateway.quota_leases().incarnation(),
             asks_json: serde_json::to_string(&asks).expect("asks serialize"),
         };
         if let Err(e) = client.submit_quota_leases(req).await {

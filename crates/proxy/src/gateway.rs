@@ -36,6 +36,18 @@ use crate::balance::{Balancer, RetryBudget, TargetState};
 use crate::body::ProxyBody;
 use crate::router::Router;
 
+/// A number drawn at start that names this run of the node in the quota ledger.
+fn incarnation() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // No randomness: the start time in nanoseconds differs across restarts too.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return t.as_nanos() as u64;
+    }
+    u64::from_le_bytes(b)
+}
+
 /// Fail-closed refusals are logged at most this often.
 const STALE_LOG_INTERVAL_MS: u64 = 1_000;
 /// Idle pooled connections kept per target.
@@ -268,6 +280,8 @@ pub struct Gateway {
     jwks_wanted: std::sync::atomic::AtomicBool,
     jwks_notify: tokio::sync::Notify,
     stale: StaleCounters,
+    /// Held while an identity snapshot is built and stored.
+    identity_publish: Mutex<()>,
     rate_limiter: crate::traffic::RateLimiter,
     quota_leases: crate::traffic::QuotaLeases,
     /// Members of the cluster (voters and learners), for cluster-share limits.
@@ -308,8 +322,13 @@ impl Gateway {
             jwks_wanted: std::sync::atomic::AtomicBool::new(false),
             jwks_notify: tokio::sync::Notify::new(),
             stale: StaleCounters::default(),
+            identity_publish: Mutex::new(()),
             rate_limiter: crate::traffic::RateLimiter::default(),
-            quota_leases: crate::traffic::QuotaLeases::new(config.traffic.node_id, config.traffic.leases),
+            quota_leases: crate::traffic::QuotaLeases::new(
+                config.traffic.node_id,
+                incarnation(),
+                config.traffic.leases,
+            ),
             cluster_size: std::sync::atomic::AtomicUsize::new(1),
             config,
         })
@@ -394,8 +413,9 @@ impl Gateway {
 
     /// Rebuilds the identity snapshot from its own tables (new fetched keys).
     pub fn republish_identity(&self) {
+        let _one_at_a_time = self.identity_publish.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.identity();
-        self.publish_identity(s.revision, &s.consumers, &s.api_keys, &s.cert_owners, &s.issuer_specs, &s.plans);
+        self.build_identity(s.revision, &s.consumers, &s.api_keys, &s.cert_owners, &s.issuer_specs, &s.plans);
     }
 
     /// The identity snapshot a request authenticates against.
@@ -448,6 +468,21 @@ impl Gateway {
     /// Builds and publishes the identity snapshot. Issuers whose secret or
     /// keys do not load are left out (their tokens get 401) and logged.
     pub fn publish_identity(
+        &self,
+        revision: u64,
+        consumers: &Table<Consumer>,
+        api_keys: &Table<ApiKey>,
+        cert_owners: &Arc<std::collections::BTreeMap<String, ObjectId>>,
+        issuers: &Table<JwtIssuer>,
+        plans: &Table<raftgate_model::traffic::Plan>,
+    ) {
+        // Serialised with republishes, so that a JWKS refresh never stores a
+        // rebuild of an older snapshot over a newer one.
+        let _one_at_a_time = self.identity_publish.lock().unwrap_or_else(|p| p.into_inner());
+        self.build_identity(revision, consumers, api_keys, cert_owners, issuers, plans);
+    }
+
+    fn build_identity(
         &self,
         revision: u64,
         consumers: &Table<Consumer>,

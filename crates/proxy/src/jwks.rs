@@ -94,8 +94,8 @@ async fn fetch(client: &FetchClient, url: &str) -> Result<Vec<u8>, FetchError> {
 /// the identity snapshot with the new keys.
 pub async fn run_refresher(gateway: Arc<Gateway>) {
     let client = client();
-    // Per issuer: when it was last fetched (successfully or not).
-    let mut last: HashMap<ObjectId, Instant> = HashMap::new();
+    // Per issuer: the URL last tried and when (successfully or not).
+    let mut last: HashMap<ObjectId, (String, Instant)> = HashMap::new();
     let min_gap = Duration::from_millis(gateway.config().identity.jwks_min_refresh_ms);
     let refresh = Duration::from_millis(JWKS_REFRESH_MS);
     loop {
@@ -106,17 +106,19 @@ pub async fn run_refresher(gateway: Arc<Gateway>) {
             .values()
             .filter_map(|s| s.spec.jwks_url.clone().map(|url| (s.spec.id.clone(), url)))
             .filter(|(id, url)| {
-                let fetched_same_url = gateway.fetched_jwks(id).is_some_and(|f| &f.url == url);
+                let have_keys = gateway.fetched_jwks(id).is_some_and(|f| &f.url == url);
                 match last.get(id) {
-                    None => true,
-                    Some(_) if !fetched_same_url => true,
-                    Some(at) => at.elapsed() >= refresh || (wanted && at.elapsed() >= min_gap),
+                    Some((tried, at)) if tried == url => {
+                        // Never more often than min_gap, also while the URL keeps failing.
+                        at.elapsed() >= refresh || ((wanted || !have_keys) && at.elapsed() >= min_gap)
+                    }
+                    _ => true,
                 }
             })
             .collect();
         let mut changed = false;
         for (id, url) in due {
-            last.insert(id.clone(), Instant::now());
+            last.insert(id.clone(), (url.clone(), Instant::now()));
             match fetch(&client, &url).await {
                 Ok(doc) => {
                     let same = gateway.fetched_jwks(&id).is_some_and(|f| f.url == url && *f.document == doc);

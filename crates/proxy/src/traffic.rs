@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::HeaderMap;
-use raftgate_model::traffic::{KeyPart, LeaseAsk, Limits, QuotaEntry, QuotaKey, QuotaScope, RateLimit};
+use raftgate_model::traffic::{
+    KeyPart, LeaseAsk, Limits, QuotaEntry, QuotaKey, QuotaScope, RateLimit, MAX_ASKS_PER_BATCH, QUOTA_EXPIRY_MARGIN_MS,
+};
 use raftgate_model::{Consumer, Route, State, Table};
 
 use crate::auth::Principal;
@@ -165,19 +167,21 @@ pub struct LeaseState {
     pub window_end_ms: u64,
     /// The ledger entry's epoch these counters belong to (0: no entry yet).
     epoch: AtomicU64,
-    /// Units the ledger has granted this node (cumulative in the epoch).
+    /// Units the ledger has granted this node's holder (cumulative in the epoch).
     granted: AtomicU64,
-    /// Units admitted here in the epoch.
-    used: AtomicU64,
-    /// Units given back (sent), in the epoch.
-    returned: AtomicU64,
-    /// Units the cluster as a whole holds nowhere yet (limit − held), as of the last apply.
+    /// Units this node can no longer use in the epoch: admitted or given
+    /// back. One counter, so an admission and a give-back never take the
+    /// same unit.
+    spent: AtomicU64,
+    /// Units admitted here in the epoch (for reports).
+    admitted: AtomicU64,
+    /// Units the cluster holds nowhere yet (limit − held), as of the last apply.
     unallocated: AtomicU64,
     /// Requests seen (admitted or not) since the last batch.
     seen: AtomicU64,
     /// Requests refused for want of a lease since the last batch.
     starved: AtomicBool,
-    /// An ask is in flight.
+    /// An ask of ours is in flight.
     pending: AtomicBool,
     /// EWMA of requests per second (f64 bits), updated by the batcher.
     rate: AtomicU64,
@@ -193,8 +197,8 @@ impl LeaseState {
             window_end_ms,
             epoch: AtomicU64::new(0),
             granted: AtomicU64::new(0),
-            used: AtomicU64::new(0),
-            returned: AtomicU64::new(0),
+            spent: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
             unallocated: AtomicU64::new(limit),
             seen: AtomicU64::new(0),
             starved: AtomicBool::new(false),
@@ -206,40 +210,73 @@ impl LeaseState {
 
     /// Units this node may still admit.
     pub fn available(&self) -> u64 {
-        let g = self.granted.load(Ordering::Acquire);
-        g.saturating_sub(self.used.load(Ordering::Acquire) + self.returned.load(Ordering::Acquire))
+        self.granted.load(Ordering::Acquire).saturating_sub(self.spent.load(Ordering::Acquire))
     }
 
     /// Admits one request from the lease: one compare-and-swap.
     fn try_admit(&self) -> bool {
         self.seen.fetch_add(1, Ordering::Relaxed);
         self.idle_ticks.store(0, Ordering::Relaxed);
-        let mut used = self.used.load(Ordering::Acquire);
+        let mut spent = self.spent.load(Ordering::Acquire);
         loop {
-            let g = self.granted.load(Ordering::Acquire);
-            if used + self.returned.load(Ordering::Acquire) >= g {
+            if spent >= self.granted.load(Ordering::Acquire) {
                 self.starved.store(true, Ordering::Relaxed);
                 return false;
             }
-            match self.used.compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(now) => used = now,
+            match self.spent.compare_exchange_weak(spent, spent + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.admitted.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(now) => spent = now,
             }
         }
     }
 
-    /// Takes the ledger entry's view of this node's lease.
-    fn sync(&self, node: u64, entry: Option<&QuotaEntry>) {
-        let Some(e) = entry else { return };
+    /// Takes every unit still available for a give-back (none can be admitted after).
+    fn take_all(&self) -> u64 {
+        let mut spent = self.spent.load(Ordering::Acquire);
+        loop {
+            let granted = self.granted.load(Ordering::Acquire);
+            if spent >= granted {
+                return 0;
+            }
+            match self.spent.compare_exchange_weak(spent, granted, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return granted - spent,
+                Err(now) => spent = now,
+            }
+        }
+    }
+
+    /// Stops all spending until the next grant (the entry was reset or is gone).
+    fn revoke(&self) {
+        self.granted.store(0, Ordering::Release);
+        self.epoch.store(0, Ordering::Release);
+    }
+
+    /// Takes the ledger entry's view of this holder's lease (`None`: there
+    /// is no entry). `ours`: the command was this holder's, so its ask is answered.
+    fn sync(&self, holder: &str, entry: Option<&QuotaEntry>, ours: bool) {
+        let Some(e) = entry else {
+            self.revoke();
+            if ours {
+                self.pending.store(false, Ordering::Release);
+            }
+            return;
+        };
         if self.epoch.load(Ordering::Acquire) != e.epoch {
-            // A new entry (first grant, or after a reset): counting starts over.
-            self.used.store(0, Ordering::Release);
-            self.returned.store(e.returned.get(&node).copied().unwrap_or(0), Ordering::Release);
+            // A new epoch (first grant, or after a reset): nothing is granted
+            // until the counters are those of the new epoch.
+            self.granted.store(0, Ordering::Release);
+            self.spent.store(e.returned.get(holder).copied().unwrap_or(0), Ordering::Release);
+            self.admitted.store(0, Ordering::Release);
             self.epoch.store(e.epoch, Ordering::Release);
         }
-        self.granted.store(e.granted.get(&node).copied().unwrap_or(0), Ordering::Release);
+        self.granted.store(e.granted.get(holder).copied().unwrap_or(0), Ordering::Release);
         self.unallocated.store(e.limit.saturating_sub(e.held()), Ordering::Release);
-        self.pending.store(false, Ordering::Release);
+        if ours {
+            self.pending.store(false, Ordering::Release);
+        }
     }
 
     fn remaining_estimate(&self) -> u64 {
@@ -280,21 +317,37 @@ impl Default for LeaseTuning {
     }
 }
 
-/// This node's quota leases, by ledger key.
+/// This node's quota leases, by ledger key. A lease stays until its window
+/// has ended (plus the ledger's margin): dropping one earlier could let a
+/// new one take the ledger's grant as unspent.
 pub struct QuotaLeases {
     node: u64,
+    incarnation: u64,
+    holder: String,
     tuning: LeaseTuning,
     /// Read on every request (shared lock); written when a key is new and by the batcher.
     keys: RwLock<HashMap<String, Arc<LeaseState>>>,
 }
 
 impl QuotaLeases {
-    pub fn new(node: u64, tuning: LeaseTuning) -> Self {
-        Self { node, tuning, keys: RwLock::new(HashMap::new()) }
+    /// `incarnation`: drawn at process start, so that a restarted node never
+    /// takes its earlier grants for unspent ones.
+    pub fn new(node: u64, incarnation: u64, tuning: LeaseTuning) -> Self {
+        Self {
+            node,
+            incarnation,
+            holder: raftgate_model::traffic::holder(node, incarnation),
+            tuning,
+            keys: RwLock::new(HashMap::new()),
+        }
     }
 
     pub fn node(&self) -> u64 {
         self.node
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The lease of `key`, created (empty) on first use.
@@ -320,18 +373,18 @@ impl QuotaLeases {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for cmd in accepted {
             match cmd {
-                raftgate_model::Command::QuotaLeases { asks, .. } => {
+                raftgate_model::Command::QuotaLeases { node, incarnation, asks } => {
                     // Anyone's grants change what is unallocated; ours also what we hold.
+                    let ours = *node == self.node && *incarnation == self.incarnation;
                     for a in asks {
                         if let Some(l) = keys.get(&a.key.ledger_key()) {
-                            l.sync(self.node, state.quota_entry(&a.key));
+                            l.sync(&self.holder, state.quota_entry(&a.key), ours);
                         }
                     }
                 }
                 raftgate_model::Command::ResetQuota { key } => {
                     if let Some(l) = keys.get(&key.ledger_key()) {
-                        l.granted.store(0, Ordering::Release);
-                        l.epoch.store(0, Ordering::Release);
+                        l.revoke();
                         l.pending.store(false, Ordering::Release);
                     }
                 }
@@ -344,44 +397,67 @@ impl QuotaLeases {
     pub fn replaced(&self, state: &State) {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for l in keys.values() {
-            l.sync(self.node, state.quota_entry(&l.key));
+            l.sync(&self.holder, state.quota_entry(&l.key), true);
         }
     }
 
-    /// The asks and returns of one batch interval; `now_ms` is this node's
-    /// wall clock. Drops leases whose window has ended.
+    /// The asks and returns of one batch interval (at most
+    /// [`MAX_ASKS_PER_BATCH`], starved keys first); `now_ms` is this node's
+    /// wall clock. Drops leases once their window and margin have passed.
     pub fn batch(&self, now_ms: u64) -> Vec<LeaseAsk> {
         let t = self.tuning;
         let horizon_s = (t.batch_interval_ms + t.commit_ms) as f64 / 1_000.0;
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|_, l| l.window_end_ms > now_ms);
+        keys.retain(|_, l| l.window_end_ms.saturating_add(QUOTA_EXPIRY_MARGIN_MS) > now_ms);
+        let mut starved_asks = Vec::new();
         let mut asks = Vec::new();
-        for l in keys.values() {
+        for l in keys.values().filter(|l| l.window_end_ms > now_ms) {
             let seen = l.seen.swap(0, Ordering::Relaxed) as f64;
             let instant = seen / (t.batch_interval_ms as f64 / 1_000.0);
             let old = f64::from_bits(l.rate.load(Ordering::Relaxed));
             let rate = if old == 0.0 { instant } else { 0.7 * old + 0.3 * instant };
             l.rate.store(rate.to_bits(), Ordering::Relaxed);
             let idle = if seen == 0.0 { l.idle_ticks.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
-            let available = l.available();
-            let need = rate * horizon_s;
+            let epoch = l.epoch.load(Ordering::Acquire);
             let starved = l.starved.swap(false, Ordering::Relaxed);
             if idle >= t.idle_ticks {
-                if available > 0 {
-                    l.returned.fetch_add(available, Ordering::AcqRel);
-                    asks.push(LeaseAsk { key: l.key.clone(), want: 0, give_back: available });
+                let back = l.take_all();
+                if back > 0 {
+                    asks.push(LeaseAsk { key: l.key.clone(), epoch, want: 0, give_back: back });
                 }
                 continue;
             }
-            if (starved || (available as f64) < need) && !l.pending.swap(true, Ordering::AcqRel) {
+            let need = rate * horizon_s;
+            if (starved || (l.available() as f64) < need) && !l.pending.load(Ordering::Acquire) {
                 let want = ((t.headroom * need).ceil() as u64).clamp(t.min_ask, t.max_ask);
-                asks.push(LeaseAsk { key: l.key.clone(), want, give_back: 0 });
+                let ask = LeaseAsk { key: l.key.clone(), epoch, want, give_back: 0 };
+                if starved {
+                    starved_asks.push((l.clone(), ask));
+                } else {
+                    asks.push(ask);
+                }
             }
         }
-        asks
+        // Give-backs and the starved first; the rest wait for the next batch.
+        let mut out: Vec<LeaseAsk> = asks.iter().filter(|a| a.want == 0).cloned().collect();
+        let mut wanting: Vec<(Option<Arc<LeaseState>>, LeaseAsk)> =
+            starved_asks.into_iter().map(|(l, a)| (Some(l), a)).collect();
+        wanting.extend(asks.into_iter().filter(|a| a.want > 0).map(|a| (None, a)));
+        for (lease, ask) in wanting {
+            if out.len() >= MAX_ASKS_PER_BATCH {
+                break;
+            }
+            match lease.or_else(|| keys.get(&ask.key.ledger_key()).cloned()) {
+                Some(l) => l.pending.store(true, Ordering::Release),
+                None => continue,
+            }
+            out.push(ask);
+        }
+        out
     }
 
-    /// The ask of a batch that was not delivered: let the next batch ask again.
+    /// A batch that was not delivered: its asks are made again by the next
+    /// batch (its give-backs stay unused: safe, and they die with the window).
     pub fn batch_failed(&self, asks: &[LeaseAsk]) {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for a in asks.iter().filter(|a| a.want > 0) {
@@ -415,7 +491,7 @@ impl QuotaLeases {
     /// Units admitted here in the current epoch of `key`, and units available.
     pub fn usage(&self, key: &QuotaKey) -> Option<(u64, u64)> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        keys.get(&key.ledger_key()).map(|l| (l.used.load(Ordering::Acquire), l.available()))
+        keys.get(&key.ledger_key()).map(|l| (l.admitted.load(Ordering::Acquire), l.available()))
     }
 }
 
@@ -483,6 +559,7 @@ pub fn check(
                 scope: scope.clone(),
                 quota: q.name.clone(),
                 value: key_value(&q.key, route, principal, client_ip, headers),
+                window: q.window,
                 window_start_ms: start,
             };
             let reset_s = end.saturating_sub(now_ms).div_ceil(1_000);
@@ -612,14 +689,17 @@ mod tests {
             scope: QuotaScope::Route(ObjectId::parse("r").unwrap()),
             quota: ObjectId::parse("q").unwrap(),
             value: "acme".into(),
+            window: raftgate_model::traffic::Window::Minute,
             window_start_ms: 0,
         };
         let l = LeaseState::new(key, 100, 60_000);
         assert!(!l.try_admit(), "nothing granted yet");
-        l.granted.store(3, Ordering::Release);
+        l.granted.store(5, Ordering::Release);
         l.epoch.store(1, Ordering::Release);
         assert!(l.try_admit() && l.try_admit() && l.try_admit());
-        assert!(!l.try_admit());
+        assert_eq!(l.take_all(), 2, "a give-back takes what is left");
+        assert!(!l.try_admit(), "nothing given back can be admitted");
         assert_eq!(l.available(), 0);
+        assert_eq!(l.admitted.load(Ordering::Relaxed), 3);
     }
 }

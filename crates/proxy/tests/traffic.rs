@@ -58,7 +58,7 @@ fn pump(gw: &TestGateway, state: &mut State) {
     if asks.is_empty() {
         return;
     }
-    let cmd = Command::QuotaLeases { node: NODE, asks };
+    let cmd = Command::QuotaLeases { node: NODE, incarnation: leases.incarnation(), asks };
     state.apply(gw.gateway.wall_ms(), &cmd).unwrap();
     leases.applied(state, &[&cmd]);
 }
