@@ -106,7 +106,7 @@ pub(crate) fn list_keys(
             Some(c) => Box::new(a.state.keys_of(c)),
             None => Box::new(keys.keys()),
         };
-        let mut objects: Vec<pb::Object> = ids
+        let objects = ids
             .filter(|id| id.as_str() > after.as_str())
             .filter_map(|id| keys.get(id))
             .take(limit + 1)
@@ -114,19 +114,15 @@ pub(crate) fn list_keys(
                 let k = &s.spec;
                 let spec = json!({ "id": k.id, "consumer": k.consumer, "created_ms": k.created_ms, "expires_ms": k.expires_ms });
                 pb::Object { id: k.id.to_string(), spec_json: spec.to_string(), revision: s.revision, updated_ms: s.updated_ms }
-            })
-            .collect();
-        let more = objects.len() > limit;
-        objects.truncate(limit);
-        let next_after = if more { objects.last().map(|o| o.id.clone()).unwrap_or_default() } else { String::new() };
-        pb::ListObjectsReply { objects, next_after }
+            });
+        crate::page(objects, limit)
     }
 }
 
 pub(crate) fn list_revocations(after: String, limit: usize) -> impl FnOnce(&Applied) -> pb::ListObjectsReply {
     move |a| {
         use std::ops::Bound;
-        let mut objects: Vec<pb::Object> = a
+        let objects = a
             .state
             .revocations()
             .range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded))
@@ -136,12 +132,8 @@ pub(crate) fn list_revocations(after: String, limit: usize) -> impl FnOnce(&Appl
                 spec_json: serde_json::to_string(r).expect("revocations serialize"),
                 revision: 0,
                 updated_ms: r.revoked_ms,
-            })
-            .collect();
-        let more = objects.len() > limit;
-        objects.truncate(limit);
-        let next_after = if more { objects.last().map(|o| o.id.clone()).unwrap_or_default() } else { String::new() };
-        pb::ListObjectsReply { objects, next_after }
+            });
+        crate::page(objects, limit)
     }
 }
 

@@ -138,6 +138,16 @@ fn setting_reply(key: &SettingKey, s: &raftgate_model::Setting) -> pb::Setting {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// One page of a listing: `items` holds at most `limit + 1` objects; the
+/// extra one only says that there is a next page.
+pub(crate) fn page(items: impl Iterator<Item = pb::Object>, limit: usize) -> pb::ListObjectsReply {
+    let mut objects: Vec<pb::Object> = items.collect();
+    let more = objects.len() > limit;
+    objects.truncate(limit);
+    let next_after = if more { objects.last().map(|o| o.id.clone()).unwrap_or_default() } else { String::new() };
+    pb::ListObjectsReply { objects, next_after }
+}
+
 fn page_limit(limit: u32) -> Result<usize, Status> {
     match limit as usize {
         0 => Ok(DEFAULT_PAGE),

@@ -158,15 +158,11 @@ pub(crate) fn get<K: Kind>(id: &ObjectId) -> impl FnOnce(&Applied) -> Result<pb:
 
 pub(crate) fn list<K: Kind>(after: String, limit: usize) -> impl FnOnce(&Applied) -> pb::ListObjectsReply {
     move |a| {
-        let mut objects: Vec<pb::Object> = K::table(a)
+        let objects = K::table(a)
             .iter()
             .filter(|(id, _)| id.as_str() > after.as_str())
             .take(limit + 1)
-            .map(|(id, s)| object(id, s))
-            .collect();
-        let more = objects.len() > limit;
-        objects.truncate(limit);
-        let next_after = if more { objects.last().map(|o| o.id.clone()).unwrap_or_default() } else { String::new() };
-        pb::ListObjectsReply { objects, next_after }
+            .map(|(id, s)| object(id, s));
+        crate::page(objects, limit)
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn reset_command(msg: &pb::ResetQuotaRequest) -> Result<Command, Stat
 pub(crate) fn list(filter: String, after: String, limit: usize) -> impl FnOnce(&Applied) -> pb::ListObjectsReply {
     move |a| {
         use std::ops::Bound;
-        let mut objects: Vec<pb::Object> = a
+        let objects = a
             .state
             .quota_entries()
             .range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded))
@@ -58,12 +58,8 @@ pub(crate) fn list(filter: String, after: String, limit: usize) -> impl FnOnce(&
                     "epoch": e.epoch,
                 });
                 pb::Object { id: k.clone(), spec_json: spec.to_string(), revision: e.epoch, updated_ms: 0 }
-            })
-            .collect();
-        let more = objects.len() > limit;
-        objects.truncate(limit);
-        let next_after = if more { objects.last().map(|o| o.id.clone()).unwrap_or_default() } else { String::new() };
-        pb::ListObjectsReply { objects, next_after }
+            });
+        crate::page(objects, limit)
     }
 }
 
