@@ -260,6 +260,7 @@ impl<'a> Harness<'a> {
         c.listen.http = m.http_addr;
         c.raft = self.opts.timeouts.clone();
         c.bootstrap.members = bootstrap;
+        c.admin.auth = raftgate_node::config::AdminAuth::None;
         c
     }
 

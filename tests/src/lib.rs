@@ -86,7 +86,7 @@ impl NodeProcess {
             addrs.admin,
             addrs.http,
             members.join(", "),
-            extra_toml
+            if extra_toml.contains("[admin]") { extra_toml.to_string() } else { format!("\n[admin]\nauth = \"none\"\n{extra_toml}") }
         );
         let config_path = dir.join(format!("node-{}.toml", addrs.id));
         std::fs::write(&config_path, config).expect("write config");

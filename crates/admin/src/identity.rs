@@ -21,7 +21,11 @@ const MAX_KEY_LIFETIME_MS: u64 = 10 * 366 * 24 * 3_600_000;
 const MAX_TARGET_BYTES: usize = 4_096;
 
 impl AdminService {
-    pub(crate) async fn create_key(&self, msg: &pb::CreateApiKeyRequest) -> Result<pb::CreatedApiKey, ClusterError> {
+    pub(crate) async fn create_key(
+        &self,
+        origin: &crate::forward::Origin,
+        msg: &pb::CreateApiKeyRequest,
+    ) -> Result<pb::CreatedApiKey, ClusterError> {
         let parsed = parse_create(msg, |old| {
             self.node.local_read(|a| a.state.api_keys().get(old).map(|k| k.spec.consumer.clone()))
         });
@@ -35,7 +39,7 @@ impl AdminService {
         let hash = self.key_hasher.digest(&new.key);
         let command =
             Command::CreateApiKey { id: new.id.clone(), consumer: consumer.clone(), hash, expires_ms, rotates };
-        let written = self.node.write(command).await?;
+        let written = self.node.write_as(command, origin.actor()).await?;
         tracing::info!(key_id = %new.id, consumer = %consumer, "api key created");
         Ok(pb::CreatedApiKey {
             id: new.id.to_string(),

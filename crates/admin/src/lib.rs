@@ -7,7 +7,9 @@
 //! forwarded again). Errors carry a short message and a status code, never
 //! an internal detail.
 
+pub mod auth;
 mod forward;
+mod governance;
 mod identity;
 mod objects;
 mod status;
@@ -24,7 +26,10 @@ use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_server::{Admin, AdminServer};
 use tonic::{Request, Response, Status};
 
-use forward::Forwarder;
+pub use auth::{AuthSettings, Authenticated, Authority};
+pub use forward::Forwarder;
+pub use governance::run_denial_recorder;
+use raftgate_model::governance::{Denial, Operator};
 
 /// Most settings one ListSettings page returns.
 const MAX_PAGE: usize = 1_000;
@@ -36,7 +41,8 @@ pub struct AdminService {
     node: Arc<ClusterNode>,
     /// Hashes new API keys (the same secret on every node).
     key_hasher: raftgate_identity::apikey::KeyHasher,
-    forwarder: Forwarder,
+    authority: Arc<Authority>,
+    forwarder: Arc<Forwarder>,
     /// How long ClusterStatus waits for each member's own report.
     status_timeout: Duration,
     /// This node's staleness bound and assumed one-way delay, reported in NodeStatus.
@@ -49,17 +55,39 @@ pub struct AdminService {
 pub type StaleTotalsFn = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 impl AdminService {
-    pub fn new(node: Arc<ClusterNode>, key_hasher: raftgate_identity::apikey::KeyHasher) -> Self {
-        let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
-        let forwarder = Forwarder::new(forward_timeout, node.env().dialer.clone());
-        Self {
+    /// The service and the queue of refused requests its authority fills
+    /// (give it to [`run_denial_recorder`]). Other nodes' admin APIs are
+    /// dialled with the node's Raft dialer unless [`with_admin_dialer`](Self::with_admin_dialer).
+    pub fn new(node: Arc<ClusterNode>, auth: AuthSettings) -> (Self, tokio::sync::mpsc::Receiver<Denial>) {
+        let key_hasher = raftgate_identity::apikey::KeyHasher::new(&auth.secret);
+        let (authority, denials) = Authority::new(node.clone(), auth);
+        let forwarder = Arc::new(Self::make_forwarder(&node, &authority, node.env().dialer.clone()));
+        let service = Self {
             node,
             key_hasher,
+            authority,
             forwarder,
             status_timeout: Duration::from_millis(1_000),
             staleness: None,
             stale_totals: None,
-        }
+        };
+        (service, denials)
+    }
+
+    fn make_forwarder(node: &Arc<ClusterNode>, authority: &Authority, dialer: raftgate_cluster::Dialer) -> Forwarder {
+        let forward_timeout = node.timeouts().write_timeout() + Duration::from_secs(1);
+        Forwarder::new(forward_timeout, dialer, authority.signer().clone(), node.env().clock.clone(), node.id())
+    }
+
+    /// Dials other nodes' admin listeners with `dialer` (TLS when the admin API uses it).
+    pub fn with_admin_dialer(mut self, dialer: raftgate_cluster::Dialer) -> Self {
+        self.forwarder = Arc::new(Self::make_forwarder(&self.node, &self.authority, dialer));
+        self
+    }
+
+    /// Clients to admin listeners that call as this node (quota leases, refusals).
+    pub fn link(&self) -> Arc<Forwarder> {
+        self.forwarder.clone()
     }
 
     /// Reports this node's staleness bound (and whether its view is past
@@ -88,10 +116,13 @@ impl AdminService {
         reply
     }
 
-    pub fn into_server(self) -> AdminServer<Self> {
-        AdminServer::new(self)
+    /// The service behind authentication and the permission table.
+    pub fn into_server(self) -> Authenticated<AdminServer<Self>> {
+        let authority = self.authority.clone();
+        let server = AdminServer::new(self)
             .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+        Authenticated::new(server, authority)
     }
 }
 
@@ -168,7 +199,7 @@ impl Admin for AdminService {
     }
 
     async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Reply<pb::MembershipReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let member = msg.member.clone().ok_or_else(|| invalid("member", "is required"))?;
         let info = NodeInfo {
@@ -179,59 +210,59 @@ impl Admin for AdminService {
         };
         info.validate().map_err(|e| invalid("member", e))?;
         let local = self.node.add_learner(member.id, info).await.map(membership_reply);
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.add_learner(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.add_learner(r).await }).await
     }
 
     async fn promote(&self, req: Request<pb::PromoteRequest>) -> Reply<pb::MembershipReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let local = self.node.promote(msg.id).await.map(membership_reply);
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.promote(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.promote(r).await }).await
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Reply<pb::MembershipReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let local = self.node.remove(msg.id).await.map(membership_reply);
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.remove_node(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.remove_node(r).await }).await
     }
 
     async fn put_setting(&self, req: Request<pb::PutSettingRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = Command::PutSetting {
             key: SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?,
             value: SettingValue::parse(msg.value.clone()).map_err(|e| invalid("value", e))?,
             expected_revision: msg.expected_revision,
         };
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.put_setting(r).await }).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.put_setting(r).await }).await
     }
 
     async fn delete_setting(&self, req: Request<pb::DeleteSettingRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = Command::DeleteSetting {
             key: SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?,
             expected_revision: msg.expected_revision,
         };
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.delete_setting(r).await }).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.delete_setting(r).await }).await
     }
 
     async fn get_setting(&self, req: Request<pb::GetSettingRequest>) -> Reply<pb::Setting> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let key = SettingKey::parse(msg.key.clone()).map_err(|e| invalid("key", e))?;
         let read = |a: &raftgate_cluster::Applied| a.state.setting(&key).map(|s| setting_reply(&key, s));
         let local = self.read(msg.consistency(), read).await.and_then(|found| {
             found.ok_or_else(|| ClusterError::NotFound(format!("setting {:?} not found", key.as_str())))
         });
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.get_setting(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.get_setting(r).await }).await
     }
 
     async fn list_settings(&self, req: Request<pb::ListSettingsRequest>) -> Reply<pb::ListSettingsReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let limit = page_limit(msg.limit)?;
         let after = msg.after.clone();
@@ -249,7 +280,7 @@ impl Admin for AdminService {
             pb::ListSettingsReply { settings: page, next_after }
         };
         let local = self.read(msg.consistency(), read).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_settings(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_settings(r).await }).await
     }
 
     async fn apply_route(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
@@ -301,20 +332,20 @@ impl Admin for AdminService {
         self.list_objects::<JwtIssuer, _, _>(req, |mut c, r| async move { c.list_issuers(r).await }).await
     }
     async fn create_api_key(&self, req: Request<pb::CreateApiKeyRequest>) -> Reply<pb::CreatedApiKey> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
-        let local = self.create_key(&msg).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.create_api_key(r).await }).await
+        let local = self.create_key(&origin, &msg).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.create_api_key(r).await }).await
     }
     async fn delete_api_key(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let id = ObjectId::parse(msg.id.clone()).map_err(|e| invalid("id", e.message))?;
-        let local = self.write(Command::DeleteApiKey { id }).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.delete_api_key(r).await }).await
+        let local = self.write(&origin, Command::DeleteApiKey { id }).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.delete_api_key(r).await }).await
     }
     async fn list_api_keys(&self, req: Request<pb::ListApiKeysRequest>) -> Reply<pb::ListObjectsReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let limit = page_limit(msg.limit)?;
         let consumer = match msg.consumer.as_str() {
@@ -322,21 +353,21 @@ impl Admin for AdminService {
             c => Some(ObjectId::parse(c).map_err(|e| invalid("consumer", e.message))?),
         };
         let local = self.read(msg.consistency(), identity::list_keys(consumer, msg.after.clone(), limit)).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_api_keys(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_api_keys(r).await }).await
     }
     async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = identity::revoke_command(&msg)?;
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.revoke(r).await }).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.revoke(r).await }).await
     }
     async fn unrevoke(&self, req: Request<pb::UnrevokeRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let target = identity::target(&msg.target_json)?;
-        let local = self.write(Command::Unrevoke { target }).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.unrevoke(r).await }).await
+        let local = self.write(&origin, Command::Unrevoke { target }).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.unrevoke(r).await }).await
     }
     async fn apply_plan(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
         self.apply_object::<Plan, _, _>(req, |mut c, r| async move { c.apply_plan(r).await }).await
@@ -351,32 +382,91 @@ impl Admin for AdminService {
         self.list_objects::<Plan, _, _>(req, |mut c, r| async move { c.list_plans(r).await }).await
     }
     async fn submit_quota_leases(&self, req: Request<pb::QuotaLeasesRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = traffic::leases_command(&msg)?;
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.submit_quota_leases(r).await }).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.submit_quota_leases(r).await }).await
     }
     async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> Reply<pb::ListObjectsReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let limit = page_limit(msg.limit)?;
         let local = self.read(msg.consistency(), traffic::list(msg.filter.clone(), msg.after.clone(), limit)).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_quotas(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_quotas(r).await }).await
     }
     async fn reset_quota(&self, req: Request<pb::ResetQuotaRequest>) -> Reply<pb::WriteReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = traffic::reset_command(&msg)?;
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
+    }
+    async fn apply_operator(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<Operator, _, _>(req, |mut c, r| async move { c.apply_operator(r).await }).await
+    }
+    async fn delete_operator(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<Operator, _, _>(req, |mut c, r| async move { c.delete_operator(r).await }).await
+    }
+    async fn get_operator(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<Operator, _, _>(req, |mut c, r| async move { c.get_operator(r).await }).await
+    }
+    async fn list_operators(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<Operator, _, _>(req, |mut c, r| async move { c.list_operators(r).await }).await
+    }
+    async fn create_admin_token(&self, req: Request<pb::CreateAdminTokenRequest>) -> Reply<pb::CreatedAdminToken> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let local = self.create_token(&origin, &msg).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.create_admin_token(r).await }).await
+    }
+    async fn delete_admin_token(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let id = ObjectId::parse(msg.id.clone()).map_err(|e| invalid("id", e.message))?;
+        let local = self.write(&origin, Command::DeleteAdminToken { id }).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.delete_admin_token(r).await }).await
+    }
+    async fn list_admin_tokens(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit)?;
+        let local = self.read(msg.consistency(), governance::list_tokens(msg.after.clone(), limit)).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_admin_tokens(r).await }).await
+    }
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Reply<pb::ListAuditReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let limit = page_limit(msg.limit.max(msg.tail))?;
+        let local = self.read(msg.consistency(), governance::list_audit(&msg, limit)).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_audit(r).await }).await
+    }
+    async fn verify_audit(&self, _: Request<pb::VerifyAuditRequest>) -> Reply<pb::VerifyAuditReply> {
+        // Always this node's own copy: verifying each node's is the point.
+        let id = self.node.id();
+        Ok(Response::new(self.node.local_read(|a| governance::verify_audit(a, id))))
+    }
+    async fn record_denials(&self, req: Request<pb::RecordDenialsRequest>) -> Reply<pb::WriteReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let command = governance::denials_command(&msg)?;
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.record_denials(r).await }).await
+    }
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIReply> {
+        let caller = req.extensions().get::<auth::Caller>().ok_or_else(|| Status::unauthenticated("no caller"))?;
+        Ok(Response::new(pb::WhoAmIReply {
+            principal: caller.actor.principal.clone(),
+            role: caller.actor.role.to_string(),
+            method: caller.method.to_string(),
+        }))
     }
     async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let limit = page_limit(msg.limit)?;
         let local = self.read(msg.consistency(), identity::list_revocations(msg.after.clone(), limit)).await;
-        self.forwarder.or_forward(forwarded, local, msg, |mut c, r| async move { c.list_revocations(r).await }).await
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.list_revocations(r).await }).await
     }
 }
 
@@ -391,11 +481,11 @@ impl AdminService {
         F: FnOnce(LeaderClient, Request<pb::ApplyObjectRequest>) -> Fut,
         Fut: std::future::Future<Output = Reply<pb::WriteReply>>,
     {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = objects::put_command::<K>(&msg)?;
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, fwd).await
     }
 
     async fn delete_object<K, F, Fut>(&self, req: Request<pb::DeleteObjectRequest>, fwd: F) -> Reply<pb::WriteReply>
@@ -404,11 +494,11 @@ impl AdminService {
         F: FnOnce(LeaderClient, Request<pb::DeleteObjectRequest>) -> Fut,
         Fut: std::future::Future<Output = Reply<pb::WriteReply>>,
     {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let command = objects::delete_command::<K>(&msg)?;
-        let local = self.write(command).await;
-        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, fwd).await
     }
 
     async fn get_object<K, F, Fut>(&self, req: Request<pb::GetObjectRequest>, fwd: F) -> Reply<pb::Object>
@@ -417,11 +507,11 @@ impl AdminService {
         F: FnOnce(LeaderClient, Request<pb::GetObjectRequest>) -> Fut,
         Fut: std::future::Future<Output = Reply<pb::Object>>,
     {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let id = ObjectId::parse(msg.id.clone()).map_err(|e| invalid("id", e.message))?;
         let local = self.read(msg.consistency(), objects::get::<K>(&id)).await.and_then(|r| r);
-        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+        self.forwarder.or_forward(&origin, local, msg, fwd).await
     }
 
     async fn list_objects<K, F, Fut>(&self, req: Request<pb::ListObjectsRequest>, fwd: F) -> Reply<pb::ListObjectsReply>
@@ -430,17 +520,17 @@ impl AdminService {
         F: FnOnce(LeaderClient, Request<pb::ListObjectsRequest>) -> Fut,
         Fut: std::future::Future<Output = Reply<pb::ListObjectsReply>>,
     {
-        let forwarded = forward::is_forwarded(&req);
+        let origin = forward::origin(&req);
         let msg = req.into_inner();
         let limit = page_limit(msg.limit)?;
         let local = self.read(msg.consistency(), objects::list::<K>(msg.after.clone(), limit)).await;
-        self.forwarder.or_forward(forwarded, local, msg, fwd).await
+        self.forwarder.or_forward(&origin, local, msg, fwd).await
     }
 }
 
 impl AdminService {
-    async fn write(&self, command: Command) -> Result<pb::WriteReply, ClusterError> {
-        let written = self.node.write(command).await?;
+    async fn write(&self, origin: &forward::Origin, command: Command) -> Result<pb::WriteReply, ClusterError> {
+        let written = self.node.write_as(command, origin.actor()).await?;
         Ok(pb::WriteReply { revision: written.effect.revision(), log_index: written.log_index })
     }
 

@@ -69,7 +69,7 @@ pub(crate) async fn cluster_status(
                 return Ok(own);
             }
             let mut client = fwd.client(&info.admin_addr).map_err(|s| s.message().to_string())?;
-            let mut req = tonic::Request::new(pb::NodeStatusRequest {});
+            let mut req = fwd.node_request(pb::NodeStatusRequest {});
             req.set_timeout(timeout);
             match tokio::time::timeout(timeout, client.node_status(req)).await {
                 Ok(Ok(r)) => Ok(r.into_inner()),

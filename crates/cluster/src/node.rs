@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use raftgate_model::governance::Actor;
 use raftgate_model::{Command, Effect, NodeId, NodeInfo, Proposal};
 use raftgate_store::{Applied, ApplyObserver, LogStore, OpenError, Outcome, SledKv, StateMachineStore};
 
@@ -272,8 +273,13 @@ impl ClusterNode {
     /// applied here. Fails with `NotLeader` on a follower and `Unavailable` if it
     /// is not committed within the write timeout.
     pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
+        self.write_as(command, None).await
+    }
+
+    /// Like [`write`](Self::write), recording `actor` in the audit trail.
+    pub async fn write_as(&self, command: Command, actor: Option<Actor>) -> Result<Written, ClusterError> {
         let kind = command.kind();
-        let proposal = Proposal { leader_time_ms: self.env.clock.now_ms(), command };
+        let proposal = Proposal { leader_time_ms: self.env.clock.now_ms(), command, actor };
         let resp = bounded(self.timeouts.write_timeout(), kind, self.raft.client_write(proposal))
             .await?
             .map_err(write_error)?;

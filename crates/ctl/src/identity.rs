@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use raftgate_proto::admin as pb;
-use raftgate_proto::admin::admin_client::AdminClient;
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 use crate::output::Output;
 use crate::{connect, describe, normalize};
@@ -127,7 +125,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     n.checked_mul(factor).filter(|v| *v > 0).ok_or_else(|| format!("{s:?}: out of range"))
 }
 
-pub async fn key_command(client: &mut AdminClient<Channel>, out: &Output, cmd: &KeyCmd) -> Result<(), String> {
+pub async fn key_command(client: &mut crate::Client, out: &Output, cmd: &KeyCmd) -> Result<(), String> {
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
         KeyCmd::Create { consumer, expires } => {
@@ -164,7 +162,7 @@ pub async fn key_command(client: &mut AdminClient<Channel>, out: &Output, cmd: &
     Ok(())
 }
 
-pub async fn unrevoke(client: &mut AdminClient<Channel>, out: &Output, target: &TargetCmd) -> Result<(), String> {
+pub async fn unrevoke(client: &mut crate::Client, out: &Output, target: &TargetCmd) -> Result<(), String> {
     let (target, _) = target.target();
     let req = pb::UnrevokeRequest { target_json: target.to_string() };
     out.write(&client.unrevoke(req).await.map_err(describe)?.into_inner());
@@ -172,7 +170,7 @@ pub async fn unrevoke(client: &mut AdminClient<Channel>, out: &Output, target: &
 }
 
 pub async fn revoke(
-    client: &mut AdminClient<Channel>,
+    client: &mut crate::Client,
     out: &Output,
     args: &RevokeArgs,
     timeout: Duration,
@@ -229,7 +227,7 @@ pub struct Confirmed {
 }
 
 async fn confirm_applied(
-    mut client: AdminClient<Channel>,
+    mut client: crate::Client,
     index: u64,
     started: Instant,
     wait: Duration,

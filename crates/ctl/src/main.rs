@@ -2,20 +2,63 @@
 //!
 //! Every command talks to one endpoint (`--endpoint`, `RAFTGATE_ENDPOINT`,
 //! default `127.0.0.1:7201`); the node forwards what only the leader can do.
-//! Output is a table for people or JSON (`--output json`) for scripts. Errors
-//! name the endpoint and what failed, and exit non-zero.
+//! Credentials and TLS come from flags, then `RAFTGATE_*` variables, then
+//! the config file (`~/.config/raftgate/ctl.toml`). Output is a table for
+//! people or JSON (`--output json`) for scripts. Errors name the endpoint
+//! and what failed, and exit non-zero: 1 for a refused or failed request,
+//! 2 for bad command-line usage.
 
+mod governance;
 mod identity;
 mod objects;
 mod output;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// An admin client that sends the caller's token with every request.
+pub type Client = AdminClient<InterceptedService<Channel, Credentials>>;
+
+/// Adds `Authorization: Bearer <token>` when a token is configured.
+#[derive(Clone)]
+pub struct Credentials(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How every connection of this run authenticates (set once in `main`).
+struct Conn {
+    credentials: Credentials,
+    tls: Option<ClientTlsConfig>,
+}
+
+static CONN: OnceLock<Conn> = OnceLock::new();
+
+/// `~/.config/raftgate/ctl.toml`: defaults for the flags below.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlConfig {
+    endpoint: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
 
 use identity::{KeyCmd, RevokeArgs, TargetCmd};
 use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, PlanFlags, RouteFlags, UpstreamFlags};
@@ -25,8 +68,22 @@ use output::Output;
 #[command(name = "raftgatectl", version, about = "Administer a Raftgate cluster")]
 struct Cli {
     /// Admin address of any node, `host:port` or `http://host:port`.
-    #[arg(long, global = true, env = "RAFTGATE_ENDPOINT", default_value = "127.0.0.1:7201")]
-    endpoint: String,
+    #[arg(long, global = true, env = "RAFTGATE_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Admin token (`rgt_…`); prefer RAFTGATE_TOKEN or the config file over the flag.
+    #[arg(long, global = true, env = "RAFTGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) that signed the nodes' admin certificates: connect with TLS.
+    #[arg(long, global = true, env = "RAFTGATE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM) to authenticate with instead of a token.
+    #[arg(long = "cert", id = "client_cert", global = true, env = "RAFTGATE_CERT", requires = "client_key")]
+    cert: Option<PathBuf>,
+    #[arg(long = "key", id = "client_key", global = true, env = "RAFTGATE_KEY", requires = "client_cert")]
+    key: Option<PathBuf>,
+    /// Config file with defaults (endpoint, token or token_file, ca_cert, cert, key).
+    #[arg(long, global = true, env = "RAFTGATE_CTL_CONFIG")]
+    config: Option<PathBuf>,
     #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
     /// Give up on a request after this many milliseconds.
@@ -82,6 +139,19 @@ enum Cmd {
     /// The cluster-wide quota ledger.
     #[command(subcommand)]
     Quota(QuotaCmd),
+    /// Operators of the admin API (admin only): role, client certificates.
+    ///
+    /// Example: raftgatectl operator apply --id alice --role operator
+    #[command(subcommand)]
+    Operator(ObjectCmd<governance::OperatorFlags>),
+    /// Bearer tokens of operators (admin only).
+    #[command(subcommand)]
+    Token(governance::TokenCmd),
+    /// The tamper-evident audit trail of admin writes and refusals.
+    #[command(subcommand)]
+    Audit(governance::AuditCmd),
+    /// Who the node takes you for, and your role.
+    Whoami,
 }
 
 #[derive(Subcommand)]
@@ -179,7 +249,11 @@ enum SettingCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = configure(&mut cli) {
+        eprintln!("raftgatectl: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -187,7 +261,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let endpoint = normalize(&cli.endpoint);
+    let endpoint = normalize(cli.endpoint.as_deref().unwrap_or("127.0.0.1:7201"));
     match runtime.block_on(execute(&cli, &endpoint)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -197,9 +271,67 @@ fn main() -> ExitCode {
     }
 }
 
+/// Fills what flags and env left unset from the config file, and sets up
+/// the credentials and TLS every connection uses.
+fn configure(cli: &mut Cli) -> Result<(), String> {
+    let path = cli.config.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/raftgate/ctl.toml")).filter(|p| p.exists())
+    });
+    let file: CtlConfig = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => CtlConfig::default(),
+    };
+    cli.endpoint = cli.endpoint.take().or(file.endpoint);
+    cli.ca_cert = cli.ca_cert.take().or(file.ca_cert);
+    if cli.cert.is_none() {
+        cli.cert = file.cert;
+        cli.key = file.key;
+    }
+    let token = match (cli.token.take(), file.token, file.token_file) {
+        (Some(t), _, _) | (None, Some(t), _) => Some(t),
+        (None, None, Some(f)) => Some(
+            std::fs::read_to_string(&f).map_err(|e| format!("token_file {}: {e}", f.display()))?.trim().to_string(),
+        ),
+        _ => None,
+    };
+    let credentials = match token {
+        Some(t) => Credentials(Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "the token holds characters a header cannot carry".to_string())?,
+        )),
+        None => Credentials(None),
+    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let tls = match &cli.ca_cert {
+        Some(ca) => {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(c), Some(k)) = (&cli.cert, &cli.key) {
+                tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
+            }
+            Some(tls)
+        }
+        None if cli.cert.is_some() => {
+            return Err("--cert needs --ca-cert (client certificates only work over TLS)".into())
+        }
+        None => None,
+    };
+    let _ = CONN.set(Conn { credentials, tls });
+    Ok(())
+}
+
+fn conn() -> &'static Conn {
+    CONN.get_or_init(|| Conn { credentials: Credentials(None), tls: None })
+}
+
 fn normalize(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if conn().tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -219,20 +351,27 @@ fn describe(status: tonic::Status) -> String {
         tonic::Code::FailedPrecondition => format!("refused: {msg}"),
         tonic::Code::ResourceExhausted => format!("limit reached: {msg}"),
         tonic::Code::Unimplemented => "not a Raftgate admin endpoint (or a different version)".to_string(),
+        tonic::Code::Unauthenticated => {
+            format!("not authenticated: {msg} (set RAFTGATE_TOKEN, --token, or token in ~/.config/raftgate/ctl.toml)")
+        }
+        tonic::Code::PermissionDenied => format!("forbidden: {msg}"),
         code => format!("{code:?}: {msg}"),
     }
 }
 
-async fn connect(endpoint: &str, timeout: Duration) -> Result<AdminClient<Channel>, String> {
-    let ep = Endpoint::from_shared(endpoint.to_string())
+async fn connect(endpoint: &str, timeout: Duration) -> Result<Client, String> {
+    let mut ep = Endpoint::from_shared(endpoint.to_string())
         .map_err(|e| format!("invalid endpoint: {e}"))?
         .connect_timeout(Duration::from_millis(3_000).min(timeout))
         .timeout(timeout);
+    if let Some(tls) = &conn().tls {
+        ep = ep.tls_config(tls.clone()).map_err(|e| format!("TLS settings: {e}"))?;
+    }
     let channel = ep.connect().await.map_err(|e| {
         let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
         format!("unreachable ({source})")
     })?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::with_interceptor(channel, conn().credentials.clone()))
 }
 
 async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
@@ -310,6 +449,10 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             let reply = client.reset_quota(pb::ResetQuotaRequest { key: key.clone() }).await.map_err(describe)?;
             out.write(&reply.into_inner());
         }
+        Cmd::Operator(cmd) => object_command(&mut client, &out, Kind::Operator, cmd).await?,
+        Cmd::Token(cmd) => governance::token_command(&mut client, &out, cmd).await?,
+        Cmd::Audit(cmd) => governance::audit_command(&mut client, &out, cmd).await?,
+        Cmd::Whoami => governance::who_am_i(&mut client, &out).await?,
         Cmd::Revocation(RevocationCmd::List { local, after, limit }) => {
             let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
             let reply = client.list_revocations(req).await.map_err(describe)?.into_inner();
@@ -326,10 +469,11 @@ enum Kind {
     Consumer,
     Issuer,
     Plan,
+    Operator,
 }
 
 async fn object_command<F: clap::Args + FromFlags>(
-    client: &mut AdminClient<Channel>,
+    client: &mut Client,
     out: &Output,
     kind: Kind,
     cmd: &ObjectCmd<F>,
@@ -340,6 +484,7 @@ async fn object_command<F: clap::Args + FromFlags>(
         Kind::Consumer => "consumer",
         Kind::Issuer => "issuer",
         Kind::Plan => "plan",
+        Kind::Operator => "operator",
     };
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
@@ -357,6 +502,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                     Kind::Consumer => client.apply_consumer(req).await,
                     Kind::Issuer => client.apply_issuer(req).await,
                     Kind::Plan => client.apply_plan(req).await,
+                    Kind::Operator => client.apply_operator(req).await,
                 };
                 let reply = reply.map_err(|s| format!("{name} {id:?}: {}", describe(s)))?;
                 out.applied(name, &id, &reply.into_inner());
@@ -370,6 +516,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Consumer => client.delete_consumer(req).await,
                 Kind::Issuer => client.delete_issuer(req).await,
                 Kind::Plan => client.delete_plan(req).await,
+                Kind::Operator => client.delete_operator(req).await,
             };
             out.write(&reply.map_err(describe)?.into_inner());
         }
@@ -381,6 +528,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Consumer => client.get_consumer(req).await,
                 Kind::Issuer => client.get_issuer(req).await,
                 Kind::Plan => client.get_plan(req).await,
+                Kind::Operator => client.get_operator(req).await,
             };
             out.object(&reply.map_err(describe)?.into_inner());
         }
@@ -392,6 +540,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Consumer => client.list_consumers(req).await,
                 Kind::Issuer => client.list_issuers(req).await,
                 Kind::Plan => client.list_plans(req).await,
+                Kind::Operator => client.list_operators(req).await,
             };
             let reply = reply.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);

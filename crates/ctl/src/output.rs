@@ -328,4 +328,92 @@ impl Output {
             println!("in force on every node at the latest {b} ms after commit (a node that has not applied it by then refuses authenticated requests)");
         }
     }
+
+    pub fn created_token(&self, t: &pb::CreatedAdminToken) {
+        if self.json {
+            return self.print_json(json!({
+                "id": t.id, "operator": t.operator, "token": t.token, "expires_ms": t.expires_ms,
+                "revision": t.revision, "log_index": t.log_index,
+            }));
+        }
+        println!("admin token {} for operator {} (revision {})", t.id, t.operator, t.revision);
+        if let Some(e) = t.expires_ms {
+            println!("expires at {e} ms since the epoch");
+        }
+        println!("token (shown only now; put it in ~/.config/raftgate/ctl.toml or RAFTGATE_TOKEN): {}", t.token);
+    }
+
+    pub fn audit(&self, records: &[String], next_after_seq: u64) {
+        let parsed: Vec<Value> =
+            records.iter().map(|r| serde_json::from_str(r).unwrap_or(Value::String(r.clone()))).collect();
+        if self.json {
+            return self.print_json(json!({"records": parsed, "next_after_seq": next_after_seq}));
+        }
+        let s = |v: &Value, k: &str| match &v[k] {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        let rows: Vec<Vec<String>> = parsed
+            .iter()
+            .map(|r| {
+                vec![
+                    s(r, "seq"),
+                    s(r, "time_ms"),
+                    s(r, "principal"),
+                    s(r, "role"),
+                    s(r, "rpc"),
+                    s(r, "object"),
+                    s(r, "outcome"),
+                ]
+            })
+            .collect();
+        print_table(&["SEQ", "TIME_MS", "PRINCIPAL", "ROLE", "RPC", "OBJECT", "OUTCOME"], &rows);
+        if next_after_seq != 0 {
+            println!("more: --after {next_after_seq}");
+        }
+    }
+
+    pub fn audit_verify(&self, reports: &[pb::VerifyAuditReply]) {
+        if self.json {
+            let items: Vec<Value> = reports
+                .iter()
+                .map(|r| {
+                    json!({
+                        "node_id": r.node_id, "intact": r.intact, "checked": r.checked,
+                        "broken_seq": if r.intact { None } else { Some(r.broken_seq) },
+                        "problem": r.problem, "head_seq": r.head_seq, "head_hash": r.head_hash,
+                        "anchor_seq": r.anchor_seq, "anchor_hash": r.anchor_hash,
+                        "applied_index": r.applied_index, "took_us": r.took_us,
+                    })
+                })
+                .collect();
+            return self.print_json(json!({"nodes": items}));
+        }
+        for r in reports {
+            if r.intact {
+                println!(
+                    "node {}: intact, {} records checked in {:.1} ms; head #{} {} (applied index {})",
+                    r.node_id,
+                    r.checked,
+                    r.took_us as f64 / 1_000.0,
+                    r.head_seq,
+                    r.head_hash,
+                    r.applied_index
+                );
+            } else {
+                println!("node {}: BROKEN at record #{}: {}", r.node_id, r.broken_seq, r.problem);
+            }
+            if r.anchor_seq > 0 {
+                println!("  (older records left the trail; it continues from #{} {})", r.anchor_seq, r.anchor_hash);
+            }
+        }
+    }
+
+    pub fn who_am_i(&self, r: &pb::WhoAmIReply) {
+        if self.json {
+            return self.print_json(json!({"principal": r.principal, "role": r.role, "method": r.method}));
+        }
+        println!("{} (role {}, authenticated by {})", r.principal, r.role, r.method);
+    }
 }

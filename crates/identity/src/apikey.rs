@@ -60,6 +60,11 @@ pub struct RandomError;
 
 /// Makes a new key from the system's secure random source.
 pub fn generate() -> Result<NewKey, RandomError> {
+    generate_prefixed(API_KEY_PREFIX)
+}
+
+/// A new secret `<prefix><id>.<secret>` of the same strength (admin tokens use `rgt_`).
+pub fn generate_prefixed(prefix: &str) -> Result<NewKey, RandomError> {
     let rng = SystemRandom::new();
     let mut id = [0u8; ID_BYTES];
     let mut secret = [0u8; SECRET_BYTES];
@@ -68,7 +73,7 @@ pub fn generate() -> Result<NewKey, RandomError> {
     let id_hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     let id = ObjectId::parse(id_hex).expect("hex digits form an object id");
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let key = format!("{API_KEY_PREFIX}{id}.{secret}");
+    let key = format!("{prefix}{id}.{secret}");
     Ok(NewKey { id, key })
 }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::Consumer;
+use crate::governance::{Actor, Denial, Operator};
 use crate::identity::{Digest, JwtIssuer, RevocationTarget};
 use crate::node::NodeId;
 use crate::route::{ObjectId, Route, Upstream};
@@ -133,6 +134,33 @@ pub enum Command {
     ResetQuota {
         key: QuotaKey,
     },
+    /// Create or replace an operator of the admin API.
+    PutOperator {
+        operator: Operator,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Delete an operator with its admin tokens.
+    DeleteOperator {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    /// Add an admin token (its id and keyed hash; the token never travels in a command).
+    CreateAdminToken {
+        id: ObjectId,
+        operator: ObjectId,
+        hash: Digest,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<u64>,
+    },
+    DeleteAdminToken {
+        id: ObjectId,
+    },
+    /// Admin requests nodes refused, for the audit trail.
+    RecordDenials {
+        denials: Vec<Denial>,
+    },
 }
 
 /// The key an API key replaces, and how long both stay valid.
@@ -165,6 +193,11 @@ impl Command {
             Command::DeletePlan { .. } => "delete_plan",
             Command::QuotaLeases { .. } => "quota_leases",
             Command::ResetQuota { .. } => "reset_quota",
+            Command::PutOperator { .. } => "put_operator",
+            Command::DeleteOperator { .. } => "delete_operator",
+            Command::CreateAdminToken { .. } => "create_admin_token",
+            Command::DeleteAdminToken { .. } => "delete_admin_token",
+            Command::RecordDenials { .. } => "record_denials",
         }
     }
 
@@ -181,4 +214,7 @@ impl Command {
 pub struct Proposal {
     pub leader_time_ms: u64,
     pub command: Command,
+    /// Who asked for it, for admin writes: `apply` appends the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
 }

@@ -13,6 +13,7 @@
 
 mod command;
 pub mod consumer;
+pub mod governance;
 pub mod identity;
 mod node;
 pub mod path;

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
 use crate::consumer::{Consumer, MAX_CONSUMERS};
+use crate::governance::{
+    object_digest, Actor, AdminToken, AuditTrail, NewRecord, Operator, MAX_ADMIN_TOKENS, MAX_DENIALS_PER_COMMAND,
+    MAX_OPERATORS, MAX_TOKENS_PER_OPERATOR,
+};
 use crate::identity::{
     validate_reason, ApiKey, JwtIssuer, Revocation, RevocationTarget, MAX_API_KEYS, MAX_ISSUERS, MAX_KEYS_PER_CONSUMER,
     MAX_REVOCATIONS, MAX_TOKEN_REVOCATION_MS, REVOCATION_EXPIRY_MARGIN_MS,
@@ -138,6 +142,7 @@ pub enum Effect {
     Unrevoked { key: String, revision: u64 },
     Leased { revision: u64 },
     QuotaReset { key: String, revision: u64 },
+    Audited { revision: u64 },
 }
 
 impl Effect {
@@ -151,7 +156,8 @@ impl Effect {
             | Effect::Revoked { revision, .. }
             | Effect::Unrevoked { revision, .. }
             | Effect::Leased { revision }
-            | Effect::QuotaReset { revision, .. } => *revision,
+            | Effect::QuotaReset { revision, .. }
+            | Effect::Audited { revision } => *revision,
         }
     }
 }
@@ -226,6 +232,12 @@ pub struct State {
     /// Revision of the last plan change (0: none).
     #[serde(default)]
     plan_revision: u64,
+    #[serde(default)]
+    operators: Table<Operator>,
+    #[serde(default)]
+    admin_tokens: Table<AdminToken>,
+    #[serde(default)]
+    audit: AuditTrail,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -234,6 +246,81 @@ pub struct State {
 pub struct StateDecodeError(#[from] serde_json::Error);
 
 impl State {
+    /// Applies one committed command stamped with the leader's time and, for
+    /// an admin write, appends its audit record (who, what, the object's
+    /// digest before and after). Deterministic: no clock, no randomness, no
+    /// IO. On `Err` nothing changed, the trail included.
+    pub fn apply_as(
+        &mut self,
+        leader_time_ms: u64,
+        command: &Command,
+        actor: Option<&Actor>,
+    ) -> Result<Effect, Rejection> {
+        let Some(actor) = actor else { return self.apply(leader_time_ms, command) };
+        let object = self.audited_object(command);
+        let before = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
+        let effect = self.apply(leader_time_ms, command)?;
+        let after = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
+        self.audit.append(NewRecord {
+            time_ms: self.time_ms,
+            principal: actor.principal.clone(),
+            role: Some(actor.role),
+            rpc: actor.rpc.clone(),
+            action: command.kind().to_string(),
+            object: object.map(|(kind, key)| format!("{kind}/{key}")).unwrap_or_default(),
+            outcome: "applied".into(),
+            before,
+            after,
+        });
+        Ok(effect)
+    }
+
+    /// The (kind, key) of the object a command writes, for its audit record.
+    fn audited_object(&self, command: &Command) -> Option<(&'static str, String)> {
+        Some(match command {
+            Command::PutSetting { key, .. } | Command::DeleteSetting { key, .. } => ("setting", key.to_string()),
+            Command::PutRoute { route, .. } => ("route", route.id.to_string()),
+            Command::DeleteRoute { id, .. } => ("route", id.to_string()),
+            Command::PutUpstream { upstream, .. } => ("upstream", upstream.id.to_string()),
+            Command::DeleteUpstream { id, .. } => ("upstream", id.to_string()),
+            Command::PutConsumer { consumer, .. } => ("consumer", consumer.id.to_string()),
+            Command::DeleteConsumer { id, .. } => ("consumer", id.to_string()),
+            Command::PutIssuer { issuer, .. } => ("issuer", issuer.id.to_string()),
+            Command::DeleteIssuer { id, .. } => ("issuer", id.to_string()),
+            Command::CreateApiKey { id, .. } | Command::DeleteApiKey { id } => ("api_key", id.to_string()),
+            Command::Revoke { target, .. } | Command::Unrevoke { target } => ("revocation", target.key()),
+            Command::PutPlan { plan, .. } => ("plan", plan.id.to_string()),
+            Command::DeletePlan { id, .. } => ("plan", id.to_string()),
+            Command::ResetQuota { key } => ("quota", key.ledger_key()),
+            Command::PutOperator { operator, .. } => ("operator", operator.id.to_string()),
+            Command::DeleteOperator { id, .. } => ("operator", id.to_string()),
+            Command::CreateAdminToken { id, .. } | Command::DeleteAdminToken { id } => ("admin_token", id.to_string()),
+            Command::QuotaLeases { .. } | Command::RecordDenials { .. } => return None,
+        })
+    }
+
+    /// SHA-256 of an object's stored JSON, if it exists.
+    fn object_digest(&self, kind: &str, key: &str) -> Option<crate::identity::Digest> {
+        fn of<T: Serialize>(t: &Table<T>, key: &str) -> Option<crate::identity::Digest> {
+            let id = ObjectId::parse(key).ok()?;
+            t.get(&id).map(object_digest)
+        }
+        match kind {
+            "setting" => SettingKey::parse(key).ok().and_then(|k| self.settings.get(&k)).map(object_digest),
+            "route" => of(&self.routes, key),
+            "upstream" => of(&self.upstreams, key),
+            "consumer" => of(&self.consumers, key),
+            "issuer" => of(&self.issuers, key),
+            "api_key" => of(&self.api_keys, key),
+            "plan" => of(&self.plans, key),
+            "operator" => of(&self.operators, key),
+            "admin_token" => of(&self.admin_tokens, key),
+            "revocation" => self.revocations.get(key).map(object_digest),
+            "quota" => self.quotas.get(key).map(object_digest),
+            _ => None,
+        }
+    }
+
     /// Applies one committed command stamped with the leader's time.
     /// Deterministic: no clock, no randomness, no IO. On `Err` nothing changed.
     pub fn apply(&mut self, leader_time_ms: u64, command: &Command) -> Result<Effect, Rejection> {
@@ -430,6 +517,82 @@ impl State {
                 self.quota_expiry
                     .remove(&(entry.window_end_ms.saturating_add(QUOTA_EXPIRY_MARGIN_MS), ledger_key.clone()));
                 Effect::QuotaReset { key: ledger_key, revision }
+            }
+            Command::PutOperator { operator, expected_revision } => {
+                operator.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                put(
+                    &mut self.operators,
+                    "operator",
+                    &operator.id,
+                    operator,
+                    *expected_revision,
+                    MAX_OPERATORS,
+                    revision,
+                    time_ms,
+                )?
+            }
+            Command::DeleteOperator { id, expected_revision } => {
+                let effect = delete(&mut self.operators, "operator", id, *expected_revision, revision)?;
+                Arc::make_mut(&mut self.admin_tokens).retain(|_, t| &t.spec.operator != id);
+                effect
+            }
+            Command::CreateAdminToken { id, operator, hash, expires_ms } => {
+                if !self.operators.contains_key(operator) {
+                    return Err(Rejection::Invalid {
+                        field: "operator".into(),
+                        message: format!("operator {:?} does not exist", operator.as_str()),
+                    });
+                }
+                if self.admin_tokens.values().filter(|t| &t.spec.operator == operator).count()
+                    >= MAX_TOKENS_PER_OPERATOR
+                {
+                    return Err(Rejection::TableFull {
+                        kind: "token of this operator".into(),
+                        limit: MAX_TOKENS_PER_OPERATOR,
+                    });
+                }
+                if self.admin_tokens.contains_key(id) {
+                    return Err(Rejection::Conflict {
+                        message: format!("admin token {:?} already exists", id.as_str()),
+                    });
+                }
+                let token = AdminToken {
+                    id: id.clone(),
+                    operator: operator.clone(),
+                    hash: *hash,
+                    created_ms: time_ms,
+                    expires_ms: *expires_ms,
+                };
+                put(&mut self.admin_tokens, "admin_token", id, &token, None, MAX_ADMIN_TOKENS, revision, time_ms)?
+            }
+            Command::DeleteAdminToken { id } => delete(&mut self.admin_tokens, "admin_token", id, None, revision)?,
+            Command::RecordDenials { denials } => {
+                if denials.is_empty() || denials.len() > MAX_DENIALS_PER_COMMAND {
+                    return Err(Rejection::Invalid {
+                        field: "denials".into(),
+                        message: format!("1 to {MAX_DENIALS_PER_COMMAND} per command"),
+                    });
+                }
+                for (i, d) in denials.iter().enumerate() {
+                    d.validate().map_err(|e| Rejection::Invalid {
+                        field: format!("denials[{i}].{}", e.field),
+                        message: e.message,
+                    })?;
+                }
+                for d in denials {
+                    self.audit.append(NewRecord {
+                        time_ms: d.at_ms,
+                        principal: d.principal.clone(),
+                        role: d.role,
+                        rpc: d.rpc.clone(),
+                        action: "denied".into(),
+                        object: format!("node/{}", d.node),
+                        outcome: format!("denied: {}", d.reason),
+                        before: None,
+                        after: None,
+                    });
+                }
+                Effect::Audited { revision }
             }
             Command::Unrevoke { target } => {
                 let key = target.key();
@@ -771,6 +934,18 @@ impl State {
     }
 
     /// Revision of the last route or upstream change.
+    pub fn operators(&self) -> &Table<Operator> {
+        &self.operators
+    }
+
+    pub fn admin_tokens(&self) -> &Table<AdminToken> {
+        &self.admin_tokens
+    }
+
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
+    }
+
     pub fn routing_revision(&self) -> u64 {
         self.routing_revision
     }

@@ -31,6 +31,88 @@ pub struct NodeConfig {
     pub identity: IdentitySection,
     /// Rate limits and quotas: trusted proxies, lease batching.
     pub traffic: TrafficSection,
+    /// Who may use the admin API, and its TLS.
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: authentication and TLS of the admin API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// `required` (default): every caller presents an admin token or a
+    /// client certificate, and the permission table applies. `none`: no
+    /// authentication or authorization at all; only with `listen.admin` on
+    /// loopback (the local dev cluster).
+    pub auth: AdminAuth,
+    /// An admin credential from outside the cluster, `env:NAME` or
+    /// `file:/path` (at least 32 bytes): to create the first operators, and
+    /// to get back in if every admin token is lost. The same on every node.
+    pub bootstrap_token: Option<String>,
+    /// Serve the admin API over TLS (required unless `listen.admin` is loopback).
+    pub tls: Option<AdminTls>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminAuth {
+    #[default]
+    Required,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// This node's admin certificate chain and key (PEM). Its names must
+    /// cover the host of `advertise.admin`: other nodes verify it.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA (PEM) that signed the nodes' admin certificates and the
+    /// operators' client certificates.
+    pub ca_file: PathBuf,
+}
+
+impl NodeConfig {
+    /// The bootstrap admin token, resolved from its reference.
+    pub fn bootstrap_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(r) = &self.admin.bootstrap_token else { return Ok(None) };
+        let r = raftgate_model::identity::SecretRef::parse(r).map_err(|e| field("admin.bootstrap_token", e.message))?;
+        let bytes =
+            raftgate_identity::secret::resolve(&r).map_err(|e| field("admin.bootstrap_token", e.to_string()))?;
+        let token = String::from_utf8(bytes).map_err(|_| field("admin.bootstrap_token", "must be UTF-8 text"))?;
+        Ok(Some(token.trim().to_string()))
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let loopback = self.listen.admin.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        match self.admin.auth {
+            AdminAuth::None if !loopback => {
+                return Err(field(
+                    "admin.auth",
+                    "\"none\" is only allowed with listen.admin on loopback; create operators and tokens instead",
+                ))
+            }
+            AdminAuth::None => {}
+            AdminAuth::Required => {
+                if self.identity.key_hash_secret.is_none() {
+                    return Err(field(
+                        "identity.key_hash_secret",
+                        "is required with admin.auth = \"required\": it hashes admin tokens and signs requests nodes forward to each other",
+                    ));
+                }
+                if self.admin.tls.is_none() && !loopback {
+                    return Err(field(
+                        "admin.tls",
+                        "is required when listen.admin is not loopback: admin tokens must not travel in plaintext",
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &self.admin.bootstrap_token {
+            raftgate_model::identity::SecretRef::parse(r).map_err(|e| field("admin.bootstrap_token", e.message))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[traffic]`: how this node enforces rate limits and quotas.
@@ -581,6 +663,7 @@ impl NodeConfig {
         self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
         self.validate_identity()?;
         self.traffic.validate()?;
+        self.validate_admin()?;
         self.node_info().validate().map_err(|e| match e {
             raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),
             raftgate_model::NodeInfoError::Address { field: f, .. } => {
@@ -679,6 +762,9 @@ members = [
   { id = 1, region = "eu-west", raft_addr = "127.0.0.1:7101", admin_addr = "127.0.0.1:7201", http_addr = "127.0.0.1:7301" },
   { id = 2, region = "us-east", raft_addr = "127.0.0.1:7102", admin_addr = "127.0.0.1:7202", http_addr = "127.0.0.1:7302" },
 ]
+
+[admin]
+auth = "none"
 "#;
 
     fn load(text: &str) -> Result<NodeConfig, String> {
@@ -693,6 +779,26 @@ members = [
         assert_eq!(c.node.id, 1);
         assert_eq!(c.bootstrap_members().len(), 2);
         assert_eq!(c.raft, RaftTimeouts::default());
+    }
+
+    #[test]
+    fn the_admin_api_is_open_only_on_loopback_and_authenticated_needs_a_cluster_secret() {
+        let open_remote = GOOD.replace("admin = \"127.0.0.1:7201\"", "admin = \"0.0.0.0:7201\"");
+        let err = load(&open_remote).unwrap_err();
+        assert!(err.contains("admin.auth") && err.contains("loopback"), "{err}");
+
+        let required = GOOD.replace("auth = \"none\"", "auth = \"required\"");
+        let err = load(&required).unwrap_err();
+        assert!(err.contains("identity.key_hash_secret"), "{err}");
+
+        let with_secret = format!("{required}\n[identity]\nkey_hash_secret = \"env:RAFTGATE_SECRET\"\n");
+        load(&with_secret).unwrap();
+        let remote = with_secret.replace("admin = \"127.0.0.1:7201\"", "admin = \"0.0.0.0:7201\"");
+        let err = load(&remote).unwrap_err();
+        assert!(err.contains("admin.tls"), "{err}");
+
+        let bad_token = with_secret.replace("auth = \"required\"", "auth = \"required\"\nbootstrap_token = \"plain\"");
+        assert!(load(&bad_token).unwrap_err().contains("admin.bootstrap_token"));
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn dev_configs(nodes: u64, data_dir: &std::path::Path, base_port: u16) -> Vec<No
             c.listen.admin = m.admin_addr.clone();
             c.listen.http = m.http_addr.clone();
             c.bootstrap.members = members.clone();
+            c.admin.auth = raftgate_node::config::AdminAuth::None;
             c
         })
         .collect()

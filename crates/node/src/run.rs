@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftgate_admin::AdminService;
+use raftgate_admin::{AdminService, AuthSettings, Forwarder};
 use raftgate_cluster::{ApplyObserver, ClusterError, ClusterNode, NodeEnv, StartError};
 use raftgate_identity::apikey::KeyHasher;
 use raftgate_model::{Command, State};
@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
-use crate::config::NodeConfig;
+use crate::config::{AdminAuth, NodeConfig};
 
 /// How long shutdown waits for in-flight admin requests before stopping Raft.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,8 @@ pub enum NodeError {
     Bootstrap(ClusterError),
     #[error("https certificates: {0}")]
     Tls(TlsError),
+    #[error("{0}")]
+    AdminTls(String),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{listener} listener failed: {message}")]
@@ -70,10 +72,16 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     // Bind first: a busy port is reported before anything is written to disk.
     let raft_listener = bind("listen.raft", &config.listen.raft).await?;
     let admin_listener = bind("listen.admin", &config.listen.admin).await?;
-    if !is_loopback(&config.listen.admin) {
-        tracing::warn!(addr = %config.listen.admin, "the admin API is plaintext and unauthenticated; bind it to loopback or a private network");
-    } else {
-        tracing::info!(addr = %config.listen.admin, "admin API is plaintext on loopback (local use only)");
+    match (&config.admin.tls, config.admin.auth) {
+        (_, AdminAuth::None) => {
+            tracing::warn!(addr = %config.listen.admin, "admin API is plaintext and unauthenticated: every local caller is an admin (loopback only, for development)")
+        }
+        (None, AdminAuth::Required) => {
+            tracing::warn!(addr = %config.listen.admin, "admin API requires authentication but is plaintext (loopback only); configure admin.tls outside development")
+        }
+        (Some(_), AdminAuth::Required) => {
+            tracing::info!(addr = %config.listen.admin, "admin API on TLS with authentication")
+        }
     }
     let http_listener = bind("listen.http", &config.listen.http).await?;
     let https = match &config.https {
@@ -101,11 +109,6 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     attach_data_plane(&node, &gateway);
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone()));
     let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
-    let batcher = tokio::spawn(run_quota_batcher(
-        gateway.clone(),
-        config.listen.admin.clone(),
-        Duration::from_millis(config.raft.write_timeout_ms + 1_000),
-    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
@@ -132,7 +135,6 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     while data_plane.join_next().await.is_some() {}
     follower.abort();
     jwks.abort();
-    batcher.abort();
     result
 }
 
@@ -192,18 +194,17 @@ pub fn attach_data_plane(node: &Arc<ClusterNode>, gateway: &Arc<Gateway>) {
 /// interval, through its own admin API (which forwards to the leader). A
 /// batch that fails is not retried: its returns stay unused (safe) and its
 /// asks are made again by the next batch.
-pub async fn run_quota_batcher(gateway: Arc<Gateway>, admin_addr: String, timeouts: Duration) {
+pub async fn run_quota_batcher(gateway: Arc<Gateway>, link: Arc<Forwarder>, admin_addr: String, timeout: Duration) {
     let interval = Duration::from_millis(gateway.config().traffic.leases.batch_interval_ms);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{admin_addr}")) {
-        Ok(e) => e.connect_timeout(timeouts).timeout(timeouts).connect_lazy(),
+    let mut client = match link.client(&admin_addr) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "quota batcher: bad admin address; quotas get no leases");
+            tracing::error!(error = %e.message(), "quota batcher: bad admin address; quotas get no leases");
             return;
         }
     };
-    let mut client = raftgate_proto::admin::admin_client::AdminClient::new(channel);
     loop {
         tick.tick().await;
         let asks = gateway.quota_leases().batch(gateway.wall_ms());
@@ -215,6 +216,8 @@ pub async fn run_quota_batcher(gateway: Arc<Gateway>, admin_addr: String, timeou
             incarnation: gateway.quota_leases().incarnation(),
             asks_json: serde_json::to_string(&asks).expect("asks serialize"),
         };
+        let mut req = link.node_request(req);
+        req.set_timeout(timeout);
         if let Err(e) = client.submit_quota_leases(req).await {
             tracing::debug!(error = %e.message(), asks = asks.len(), "quota lease batch not committed");
             gateway.quota_leases().batch_failed(&asks);
@@ -313,13 +316,35 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let id = config.node.id;
-    let key_hasher = KeyHasher::new(&config.key_hash_secret()?.0);
+    let auth = AuthSettings {
+        required: config.admin.auth == AdminAuth::Required,
+        bootstrap_token: config.bootstrap_token()?,
+        secret: config.key_hash_secret()?.0,
+    };
+    let admin_tls = match &config.admin.tls {
+        Some(t) => Some(AdminTlsFiles::load(t)?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let raft_server = server_builder()
         .add_service(node.raft_service().into_server())
         .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
-    let mut admin = AdminService::new(node.clone(), key_hasher)
-        .with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms);
+    let (mut admin, denials) = AdminService::new(node.clone(), auth);
+    admin = admin.with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms);
+    if let Some(tls) = &admin_tls {
+        admin = admin.with_admin_dialer(tls.dialer());
+    }
+    let link = admin.link();
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(raftgate_admin::run_denial_recorder(denials, link.clone(), config.node_info().admin_addr));
+    if let Some(gateway) = data_plane {
+        background.spawn(run_quota_batcher(
+            gateway.clone(),
+            link.clone(),
+            config.node_info().admin_addr,
+            Duration::from_millis(config.raft.write_timeout_ms + 1_000),
+        ));
+    }
     if let Some(gateway) = data_plane {
         let gateway = gateway.clone();
         admin = admin.with_stale_totals(Arc::new(move || {
@@ -327,7 +352,13 @@ where
             (t.refused, t.served)
         }));
     }
-    let admin_server = server_builder()
+    let mut admin_builder = server_builder();
+    if let Some(tls) = &admin_tls {
+        admin_builder = admin_builder
+            .tls_config(tls.server_config())
+            .map_err(|e| NodeError::AdminTls(format!("admin.tls: {e}")))?;
+    }
+    let admin_server = admin_builder
         .add_service(admin.into_server())
         .serve_with_incoming_shutdown(admin_incoming, stopped(stop_rx.clone()));
     let mut raft_task = tokio::spawn(raft_server);
@@ -346,6 +377,7 @@ where
         }
     }
 
+    let _background = background;
     let failure = tokio::select! {
         _ = shutdown => None,
         r = &mut raft_task => Some(("raft", r)),
@@ -380,6 +412,48 @@ async fn stop(
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, raft_task).await;
 }
 
-fn is_loopback(addr: &str) -> bool {
-    addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+/// The admin API's certificate, key and CA, read once at start.
+struct AdminTlsFiles {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Vec<u8>,
+}
+
+impl AdminTlsFiles {
+    fn load(t: &crate::config::AdminTls) -> Result<Self, NodeError> {
+        let read = |field: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| NodeError::AdminTls(format!("admin.tls.{field} {}: {e}", path.display())))
+        };
+        Ok(Self {
+            cert: read("cert_file", &t.cert_file)?,
+            key: read("key_file", &t.key_file)?,
+            ca: read("ca_file", &t.ca_file)?,
+        })
+    }
+
+    /// Clients may present a certificate signed by the CA; token callers need none.
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .client_ca_root(Certificate::from_pem(&self.ca))
+            .client_auth_optional(true)
+    }
+
+    /// Dials other nodes' admin listeners over TLS, trusting only the CA.
+    fn dialer(&self) -> raftgate_cluster::Dialer {
+        let ca = tonic::transport::Certificate::from_pem(&self.ca);
+        raftgate_cluster::Dialer::new(move |addr| {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_millis(500))
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2))
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true)
+                .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()))
+                .map_err(|e| e.to_string())?;
+            Ok(endpoint.connect_lazy())
+        })
+    }
 }

@@ -187,7 +187,8 @@ impl<K: KvStore> RaftStateMachine<TypeConfig> for StateMachineStore<K> {
             applied.last_applied = Some(log_id);
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Outcome::Internal,
-                EntryPayload::Normal(p) => match applied.state.apply(p.leader_time_ms, &p.command) {
+                EntryPayload::Normal(p) => match applied.state.apply_as(p.leader_time_ms, &p.command, p.actor.as_ref())
+                {
                     Ok(effect) => {
                         accepted.push(&p.command);
                         Outcome::Applied { effect }

@@ -16,7 +16,10 @@ fn put_entry(index: u64) -> Entry<TypeConfig> {
         value: SettingValue::parse(format!("v{index}")).unwrap(),
         expected_revision: None,
     };
-    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Proposal { leader_time_ms: 1_000 + index, command }) }
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Proposal { leader_time_ms: 1_000 + index, command, actor: None }),
+    }
 }
 
 const CACHE: u64 = 8 << 20;
