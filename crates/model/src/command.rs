@@ -161,7 +161,15 @@ pub enum Command {
     RecordDenials {
         denials: Vec<Denial>,
     },
+    /// Object writes applied all together or not at all (a declarative
+    /// `apply -f`): if any is rejected, none takes effect.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
+
+/// Most commands one [`Command::Batch`] may hold.
+pub const MAX_BATCH_COMMANDS: usize = 20_000;
 
 /// The key an API key replaces, and how long both stay valid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,12 +206,33 @@ impl Command {
             Command::CreateAdminToken { .. } => "create_admin_token",
             Command::DeleteAdminToken { .. } => "delete_admin_token",
             Command::RecordDenials { .. } => "record_denials",
+            Command::Batch { .. } => "batch",
         }
     }
 
     /// Whether applying it may change the revocation set.
     pub fn touches_revocations(&self) -> bool {
         matches!(self, Command::Revoke { .. } | Command::Unrevoke { .. })
+    }
+
+    /// Whether a batch may hold it: puts and deletes of declarative objects
+    /// (credentials, revocations and node traffic have their own paths).
+    pub fn batchable(&self) -> bool {
+        matches!(
+            self,
+            Command::PutSetting { .. }
+                | Command::DeleteSetting { .. }
+                | Command::PutRoute { .. }
+                | Command::DeleteRoute { .. }
+                | Command::PutUpstream { .. }
+                | Command::DeleteUpstream { .. }
+                | Command::PutConsumer { .. }
+                | Command::DeleteConsumer { .. }
+                | Command::PutIssuer { .. }
+                | Command::DeleteIssuer { .. }
+                | Command::PutPlan { .. }
+                | Command::DeletePlan { .. }
+        )
     }
 }
 

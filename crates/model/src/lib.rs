@@ -21,7 +21,7 @@ pub mod route;
 mod state;
 pub mod traffic;
 
-pub use command::{Command, KeyRotation, Proposal};
+pub use command::{Command, KeyRotation, Proposal, MAX_BATCH_COMMANDS};
 pub use consumer::Consumer;
 pub use node::{NodeId, NodeInfo, NodeInfoError};
 pub use route::{FieldError, ObjectId, Route, Upstream};

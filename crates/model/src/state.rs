@@ -143,6 +143,7 @@ pub enum Effect {
     Leased { revision: u64 },
     QuotaReset { key: String, revision: u64 },
     Audited { revision: u64 },
+    Batch { revision: u64, commands: usize },
 }
 
 impl Effect {
@@ -157,7 +158,8 @@ impl Effect {
             | Effect::Unrevoked { revision, .. }
             | Effect::Leased { revision }
             | Effect::QuotaReset { revision, .. }
-            | Effect::Audited { revision } => *revision,
+            | Effect::Audited { revision }
+            | Effect::Batch { revision, .. } => *revision,
         }
     }
 }
@@ -256,6 +258,9 @@ impl State {
         command: &Command,
         actor: Option<&Actor>,
     ) -> Result<Effect, Rejection> {
+        if let Command::Batch { commands } = command {
+            return self.apply_batch(leader_time_ms, commands, actor);
+        }
         let Some(actor) = actor else { return self.apply(leader_time_ms, command) };
         let object = self.audited_object(command);
         let before = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
@@ -273,6 +278,39 @@ impl State {
             after,
         });
         Ok(effect)
+    }
+
+    /// Applies every command of a batch to a copy and keeps the copy only if
+    /// all were accepted; the rejection names the failing command.
+    fn apply_batch(
+        &mut self,
+        leader_time_ms: u64,
+        commands: &[Command],
+        actor: Option<&Actor>,
+    ) -> Result<Effect, Rejection> {
+        if commands.is_empty() || commands.len() > crate::command::MAX_BATCH_COMMANDS {
+            return Err(Rejection::Invalid {
+                field: "commands".into(),
+                message: format!("a batch holds 1 to {} commands", crate::command::MAX_BATCH_COMMANDS),
+            });
+        }
+        let mut next = self.clone();
+        for (i, c) in commands.iter().enumerate() {
+            if !c.batchable() {
+                return Err(Rejection::Invalid {
+                    field: format!("commands[{i}]"),
+                    message: format!("{} cannot be part of a batch", c.kind()),
+                });
+            }
+            next.apply_as(leader_time_ms, c, actor).map_err(|r| match r {
+                Rejection::Invalid { field, message } => {
+                    Rejection::Invalid { field: format!("commands[{i}] ({}): {field}", c.kind()), message }
+                }
+                other => Rejection::Conflict { message: format!("commands[{i}] ({}): {other}", c.kind()) },
+            })?;
+        }
+        *self = next;
+        Ok(Effect::Batch { revision: self.revision, commands: commands.len() })
     }
 
     /// The (kind, key) of the object a command writes, for its audit record.
@@ -295,7 +333,7 @@ impl State {
             Command::PutOperator { operator, .. } => ("operator", operator.id.to_string()),
             Command::DeleteOperator { id, .. } => ("operator", id.to_string()),
             Command::CreateAdminToken { id, .. } | Command::DeleteAdminToken { id } => ("admin_token", id.to_string()),
-            Command::QuotaLeases { .. } | Command::RecordDenials { .. } => return None,
+            Command::QuotaLeases { .. } | Command::RecordDenials { .. } | Command::Batch { .. } => return None,
         })
     }
 
@@ -566,6 +604,7 @@ impl State {
                 put(&mut self.admin_tokens, "admin_token", id, &token, None, MAX_ADMIN_TOKENS, revision, time_ms)?
             }
             Command::DeleteAdminToken { id } => delete(&mut self.admin_tokens, "admin_token", id, None, revision)?,
+            Command::Batch { commands } => return self.apply_batch(leader_time_ms, commands, None),
             Command::RecordDenials { denials } => {
                 if denials.is_empty() || denials.len() > MAX_DENIALS_PER_COMMAND {
                     return Err(Rejection::Invalid {

@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 
 fn config(data_dir: &Path, raft: u16, admin: u16, http: u16) -> String {
     format!(
-        "[node]\nid = 1\nregion = \"local\"\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:{raft}\"\nadmin = \"127.0.0.1:{admin}\"\nhttp = \"127.0.0.1:{http}\"\n[bootstrap]\nmembers = [{{ id = 1, region = \"local\", raft_addr = \"127.0.0.1:{raft}\", admin_addr = \"127.0.0.1:{admin}\", http_addr = \"127.0.0.1:{http}\" }}]\n",
+        "[node]\nid = 1\nregion = \"local\"\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:{raft}\"\nadmin = \"127.0.0.1:{admin}\"\nhttp = \"127.0.0.1:{http}\"\n[bootstrap]\nmembers = [{{ id = 1, region = \"local\", raft_addr = \"127.0.0.1:{raft}\", admin_addr = \"127.0.0.1:{admin}\", http_addr = \"127.0.0.1:{http}\" }}]\n[admin]\nauth = \"none\"\n",
         data_dir.display()
     )
 }
