@@ -68,6 +68,9 @@ pub fn need(rpc: &str) -> Option<Need> {
         | "ApplyPlan" | "DeletePlan" | "ResetQuota" | "ApplyOperator" | "DeleteOperator" | "CreateAdminToken"
         | "DeleteAdminToken" => Admin,
         "SubmitQuotaLeases" | "RecordDenials" => Node,
+        // The handler checks the caller may apply (and delete) each kind the document holds.
+        "ApplyConfig" => Operate,
+        "DumpConfig" => Read,
         _ => return None,
     })
 }
@@ -281,6 +284,15 @@ impl Authority {
             return Err(Status::permission_denied(format!("{why}; it needs {}", needed_roles(need))));
         }
         Ok(Caller { actor: Actor { principal, role, rpc }, method })
+    }
+
+    /// Whether `caller` may do what `rpc` does (always, without authentication).
+    pub(crate) fn permits(&self, caller: Option<&Caller>, rpc: &str) -> bool {
+        if !self.required {
+            return true;
+        }
+        let Some(c) = caller else { return false };
+        need(rpc).is_some_and(|n| allows(c.actor.role, n))
     }
 
     fn deny(&self, principal: &str, role: Option<Role>, rpc: &str, reason: &str) {

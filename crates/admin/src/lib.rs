@@ -8,6 +8,7 @@
 //! an internal detail.
 
 pub mod auth;
+pub mod declarative;
 mod forward;
 mod governance;
 mod identity;
@@ -461,6 +462,42 @@ impl Admin for AdminService {
             method: caller.method.to_string(),
         }))
     }
+    async fn apply_config(&self, req: Request<pb::ApplyConfigRequest>) -> Reply<pb::ApplyConfigReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let doc = declarative::parse(&msg.document_json)?;
+        let kinds = [
+            ("upstream", doc.upstreams.is_some()),
+            ("issuer", doc.issuers.is_some()),
+            ("plan", doc.plans.is_some()),
+            ("consumer", doc.consumers.is_some()),
+            ("route", doc.routes.is_some()),
+        ];
+        for (kind, _) in kinds.into_iter().filter(|(_, present)| *present) {
+            let k = format!("{}{}", kind[..1].to_ascii_uppercase(), &kind[1..]);
+            let rpcs = [format!("Apply{k}"), format!("Delete{k}")];
+            for rpc in rpcs.iter().take(if msg.prune { 2 } else { 1 }) {
+                if !self.authority.permits(origin.caller.as_ref(), rpc) {
+                    let role = origin.caller.as_ref().map_or("none".to_string(), |c| c.actor.role.to_string());
+                    return Err(Status::permission_denied(format!(
+                        "the document holds {kind}s, and role {role} may not call {rpc}; leave them out or ask an admin"
+                    )));
+                }
+            }
+        }
+        let local = self.apply_config_local(&origin, &doc, msg.prune, msg.dry_run).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.apply_config(r).await }).await
+    }
+    async fn dump_config(&self, req: Request<pb::DumpConfigRequest>) -> Reply<pb::DumpConfigReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let dump = |a: &raftgate_cluster::Applied| pb::DumpConfigReply {
+            document_json: serde_json::to_string(&declarative::dump(a)).expect("documents serialize"),
+            revision: a.state.revision(),
+        };
+        let local = self.read(msg.consistency(), dump).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.dump_config(r).await }).await
+    }
     async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
         let origin = forward::origin(&req);
         let msg = req.into_inner();
@@ -529,6 +566,35 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// Plans against the leader's state (so a follower forwards) and writes
+    /// the plan as one batch; a dry run or an empty plan writes nothing.
+    async fn apply_config_local(
+        &self,
+        origin: &forward::Origin,
+        doc: &declarative::Document,
+        prune: bool,
+        dry_run: bool,
+    ) -> Result<pb::ApplyConfigReply, ClusterError> {
+        let changes = self
+            .node
+            .linearizable_read(|a| declarative::plan(a, doc, prune))
+            .await?
+            .map_err(|s| ClusterError::Invalid(s.message().to_string()))?;
+        let mut reply = pb::ApplyConfigReply {
+            changes: changes.iter().map(declarative::Change::reply).collect(),
+            ..Default::default()
+        };
+        if dry_run || changes.is_empty() {
+            return Ok(reply);
+        }
+        let commands = changes.into_iter().map(|c| c.command).collect();
+        let written = self.write(origin, Command::Batch { commands }).await?;
+        reply.applied = true;
+        reply.revision = written.revision;
+        reply.log_index = written.log_index;
+        Ok(reply)
+    }
+
     async fn write(&self, origin: &forward::Origin, command: Command) -> Result<pb::WriteReply, ClusterError> {
         let written = self.node.write_as(command, origin.actor()).await?;
         Ok(pb::WriteReply { revision: written.effect.revision(), log_index: written.log_index })

@@ -97,6 +97,7 @@ struct Cli {
 enum Format {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +153,34 @@ enum Cmd {
     Audit(governance::AuditCmd),
     /// Who the node takes you for, and your role.
     Whoami,
+    /// Make the cluster match a file of routes, upstreams, consumers, issuers
+    /// and plans, in one atomic write (all or nothing).
+    ///
+    /// Kinds the file leaves out are left alone; --prune deletes objects of
+    /// the kinds it lists that it does not name. Example:
+    ///   raftgatectl dump > gateway.yaml; edit; raftgatectl apply -f gateway.yaml --prune
+    Apply {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[arg(long)]
+        prune: bool,
+        /// Show the changes, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What `apply -f` would change (same as `apply --dry-run`).
+    Diff {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[arg(long)]
+        prune: bool,
+    },
+    /// The current routes, upstreams, consumers, issuers and plans as a file
+    /// `apply -f` takes (YAML; `-o json` for JSON). dump, apply, dump gives the same bytes.
+    Dump {
+        #[arg(long)]
+        local: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -376,7 +405,7 @@ async fn connect(endpoint: &str, timeout: Duration) -> Result<Client, String> {
 
 async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
     let mut client = connect(endpoint, Duration::from_millis(cli.timeout_ms)).await?;
-    let out = Output::new(matches!(cli.output, Format::Json));
+    let out = Output::new(matches!(cli.output, Format::Json), matches!(cli.output, Format::Yaml));
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match &cli.command {
         Cmd::Cluster(ClusterCmd::Status) => {
@@ -453,12 +482,35 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         Cmd::Token(cmd) => governance::token_command(&mut client, &out, cmd).await?,
         Cmd::Audit(cmd) => governance::audit_command(&mut client, &out, cmd).await?,
         Cmd::Whoami => governance::who_am_i(&mut client, &out).await?,
+        Cmd::Apply { file, prune, dry_run } => apply_config(&mut client, &out, file, *prune, *dry_run).await?,
+        Cmd::Diff { file, prune } => apply_config(&mut client, &out, file, *prune, true).await?,
+        Cmd::Dump { local } => {
+            let req = pb::DumpConfigRequest { consistency: consistency(*local) };
+            let reply = client.dump_config(req).await.map_err(describe)?.into_inner();
+            let doc: serde_json::Value =
+                serde_json::from_str(&reply.document_json).map_err(|e| format!("the node sent a bad document: {e}"))?;
+            out.document(&doc);
+        }
         Cmd::Revocation(RevocationCmd::List { local, after, limit }) => {
             let req = pb::ListObjectsRequest { consistency: consistency(*local), after: after.clone(), limit: *limit };
             let reply = client.list_revocations(req).await.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);
         }
     }
+    Ok(())
+}
+
+async fn apply_config(
+    client: &mut Client,
+    out: &Output,
+    file: &PathBuf,
+    prune: bool,
+    dry_run: bool,
+) -> Result<(), String> {
+    let doc = objects::read_document(file)?;
+    let req = pb::ApplyConfigRequest { document_json: doc.to_string(), prune, dry_run };
+    let reply = client.apply_config(req).await.map_err(|s| format!("{}: {}", file.display(), describe(s)))?;
+    out.config_changes(&reply.into_inner(), dry_run);
     Ok(())
 }
 

@@ -277,6 +277,34 @@ impl FromFlags for PlanFlags {
 }
 
 /// The objects in a YAML or JSON file (`-` reads stdin).
+/// A declarative document (YAML or JSON; `-` reads stdin), as JSON.
+pub fn read_document(path: &PathBuf) -> Result<Value, String> {
+    let text = read_text(path)?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !value.is_object() {
+        return Err(format!(
+            "{}: must be a mapping with upstreams, issuers, plans, consumers and/or routes",
+            path.display()
+        ));
+    }
+    Ok(value)
+}
+
+fn read_text(path: &PathBuf) -> Result<String, String> {
+    let mut text = String::new();
+    let name = path.display();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+    };
+    read.map_err(|e| format!("cannot read {name}: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{name} is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
 pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
     let mut text = String::new();
     let name = path.display();

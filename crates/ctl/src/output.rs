@@ -4,7 +4,9 @@ use raftgate_proto::admin as pb;
 use serde_json::{json, Value};
 
 pub struct Output {
+    /// Structured output (JSON or YAML) instead of tables.
     json: bool,
+    yaml: bool,
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -51,12 +53,52 @@ fn node_json(s: &pb::NodeStatusReply) -> Value {
 }
 
 impl Output {
-    pub fn new(json: bool) -> Self {
-        Self { json }
+    pub fn new(json: bool, yaml: bool) -> Self {
+        Self { json: json || yaml, yaml }
     }
 
     fn print_json(&self, v: Value) {
-        println!("{}", serde_json::to_string_pretty(&v).expect("JSON values serialize"));
+        if self.yaml {
+            print!("{}", serde_yaml::to_string(&v).expect("JSON values serialize as YAML"));
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON values serialize"));
+        }
+    }
+
+    /// A declarative document: YAML (the file format) unless JSON was asked for.
+    pub fn document(&self, doc: &Value) {
+        if self.json && !self.yaml {
+            return self.print_json(doc.clone());
+        }
+        print!("{}", serde_yaml::to_string(doc).expect("JSON values serialize as YAML"));
+    }
+
+    pub fn config_changes(&self, r: &pb::ApplyConfigReply, dry_run: bool) {
+        if self.json {
+            let changes: Vec<Value> =
+                r.changes.iter().map(|c| json!({"action": c.action, "kind": c.kind, "id": c.id})).collect();
+            return self.print_json(json!({
+                "changes": changes, "applied": r.applied, "revision": r.revision, "log_index": r.log_index,
+            }));
+        }
+        for c in &r.changes {
+            let sign = match c.action.as_str() {
+                "create" => "+",
+                "delete" => "-",
+                _ => "~",
+            };
+            println!("{sign} {} {} ({})", c.kind, c.id, c.action);
+        }
+        match (r.changes.is_empty(), dry_run) {
+            (true, _) => println!("no changes: the cluster already matches"),
+            (false, true) => println!("{} changes (dry run: nothing written)", r.changes.len()),
+            (false, false) => println!(
+                "{} changes applied in one write at revision {} (log index {})",
+                r.changes.len(),
+                r.revision,
+                r.log_index
+            ),
+        }
     }
 
     pub fn cluster_status(&self, r: &pb::ClusterStatusReply) {
