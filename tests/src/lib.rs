@@ -284,6 +284,23 @@ pub async fn http_get_with(addr: &str, path: &str, host: &str, headers: &[(&str,
     Some((status, body))
 }
 
+/// Sends one `method` request with a JSON body; returns (status, body).
+pub async fn http_send_json(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
 /// A minimal upstream on loopback: answers every request with `name` and
 /// the request line it received, then closes the connection.
 pub async fn start_upstream(name: &'static str) -> (String, tokio::task::JoinHandle<()>) {

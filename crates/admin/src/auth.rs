@@ -57,7 +57,7 @@ pub enum Need {
 pub fn need(rpc: &str) -> Option<Need> {
     use Need::*;
     Some(match rpc {
-        "NodeStatus" | "ClusterStatus" | "WhoAmI" => Read,
+        "NodeStatus" | "ClusterStatus" | "WhoAmI" | "RouteTraffic" | "UnknownPaths" => Read,
         "GetSetting" | "ListSettings" | "GetRoute" | "ListRoutes" | "GetUpstream" | "ListUpstreams" | "GetConsumer"
         | "ListConsumers" | "GetIssuer" | "ListIssuers" | "ListApiKeys" | "ListRevocations" | "GetPlan"
         | "ListPlans" | "ListQuotas" => Read,

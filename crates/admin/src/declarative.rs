@@ -71,6 +71,7 @@ fn validate_kind<K: Kind>(objects: &Option<Vec<K>>) -> Result<(), Status> {
     for (i, o) in objects.iter().flatten().enumerate() {
         let at = format!("{}s[{i}]", K::NAME);
         o.validate().map_err(|e| Status::invalid_argument(format!("{at} ({:?}): {e}", o.id().as_str())))?;
+        o.check().map_err(|e| Status::invalid_argument(format!("{at} ({:?}): {e}", o.id().as_str())))?;
         if !seen.insert(o.id().clone()) {
             return Err(Status::invalid_argument(format!("{at}: {} {:?} is listed twice", K::NAME, o.id().as_str())));
         }

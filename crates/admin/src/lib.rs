@@ -50,10 +50,19 @@ pub struct AdminService {
     staleness: Option<(u64, u64)>,
     /// The data plane's stale-view counters (refused, served), reported in NodeStatus.
     stale_totals: Option<StaleTotalsFn>,
+    data_plane: Option<Arc<dyn DataPlaneView>>,
 }
 
 /// Reads the data plane's stale-view counters: (refused, served).
 pub type StaleTotalsFn = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+/// What the node's data plane counts, for the catalog.
+pub trait DataPlaneView: Send + Sync {
+    /// (route, requests since start, requests in the last whole minute).
+    fn route_traffic(&self) -> Vec<(String, u64, u64)>;
+    /// The most requested unknown (method, template, count), and the overflow count.
+    fn unknown_paths(&self, limit: usize) -> (Vec<(String, String, u64)>, u64);
+}
 
 impl AdminService {
     /// The service and the queue of refused requests its authority fills
@@ -71,6 +80,7 @@ impl AdminService {
             status_timeout: Duration::from_millis(1_000),
             staleness: None,
             stale_totals: None,
+            data_plane: None,
         };
         (service, denials)
     }
@@ -95,6 +105,12 @@ impl AdminService {
     /// it) in NodeStatus.
     pub fn with_staleness(mut self, max_staleness_ms: u64, max_one_way_delay_ms: u64) -> Self {
         self.staleness = Some((max_staleness_ms, max_one_way_delay_ms));
+        self
+    }
+
+    /// Serves the data plane's route traffic and unknown paths.
+    pub fn with_data_plane(mut self, view: Arc<dyn DataPlaneView>) -> Self {
+        self.data_plane = Some(view);
         self
     }
 
@@ -497,6 +513,28 @@ impl Admin for AdminService {
         };
         let local = self.read(msg.consistency(), dump).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.dump_config(r).await }).await
+    }
+    async fn route_traffic(&self, _: Request<pb::RouteTrafficRequest>) -> Reply<pb::RouteTrafficReply> {
+        let routes = self.data_plane.as_ref().map(|d| d.route_traffic()).unwrap_or_default();
+        Ok(Response::new(pb::RouteTrafficReply {
+            node_id: self.node.id(),
+            routes: routes
+                .into_iter()
+                .map(|(route, total, last_minute)| pb::RouteTraffic { route, total, last_minute })
+                .collect(),
+        }))
+    }
+    async fn unknown_paths(&self, req: Request<pb::UnknownPathsRequest>) -> Reply<pb::UnknownPathsReply> {
+        let limit = page_limit(req.into_inner().limit)?;
+        let (paths, overflow) = self.data_plane.as_ref().map(|d| d.unknown_paths(limit)).unwrap_or_default();
+        Ok(Response::new(pb::UnknownPathsReply {
+            node_id: self.node.id(),
+            paths: paths
+                .into_iter()
+                .map(|(method, template, count)| pb::UnknownPath { method, template, count })
+                .collect(),
+            overflow,
+        }))
     }
     async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
         let origin = forward::origin(&req);

@@ -26,6 +26,10 @@ pub(crate) trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
     fn put(self, expected_revision: Option<u64>) -> Command;
     fn delete(id: ObjectId, expected_revision: Option<u64>) -> Command;
     fn table(applied: &Applied) -> &Table<Self>;
+    /// Checks the model cannot make (it has no schema compiler).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Kind for Route {
@@ -44,6 +48,12 @@ impl Kind for Route {
     }
     fn table(applied: &Applied) -> &Table<Self> {
         applied.state.routes()
+    }
+    fn check(&self) -> Result<(), String> {
+        match &self.request_schema {
+            Some(s) => jsonschema::validator_for(s).map(|_| ()).map_err(|e| format!("request_schema: {e}")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -130,6 +140,7 @@ pub(crate) fn put_command<K: Kind>(msg: &pb::ApplyObjectRequest) -> Result<Comma
     }
     let spec: K = serde_json::from_str(&msg.spec_json).map_err(|e| invalid("spec_json", e))?;
     spec.validate().map_err(|e| Status::invalid_argument(format!("{} {:?}: {e}", K::NAME, spec.id().as_str())))?;
+    spec.check().map_err(|e| Status::invalid_argument(format!("{} {:?}: {e}", K::NAME, spec.id().as_str())))?;
     Ok(spec.put(msg.expected_revision))
 }
 

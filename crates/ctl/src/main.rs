@@ -8,9 +8,11 @@
 //! and what failed, and exit non-zero: 1 for a refused or failed request,
 //! 2 for bad command-line usage.
 
+mod catalog;
 mod governance;
 mod identity;
 mod objects;
+mod openapi;
 mod output;
 
 use std::path::PathBuf;
@@ -175,11 +177,46 @@ enum Cmd {
         #[arg(long)]
         prune: bool,
     },
+    /// Create routes from an API description.
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// APIs the routes serve: owner, version, lifecycle dates, routes, and
+    /// requests summed over every member (last whole minute, since start).
+    ///
+    /// With --unknown: requests that matched no route, or only a catch-all,
+    /// by method and path template, summed over every member (shadow APIs).
+    /// Example: raftgatectl catalog --unknown --limit 20
+    Catalog {
+        #[arg(long)]
+        unknown: bool,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        limit: u32,
+    },
     /// The current routes, upstreams, consumers, issuers and plans as a file
     /// `apply -f` takes (YAML; `-o json` for JSON). dump, apply, dump gives the same bytes.
     Dump {
         #[arg(long)]
         local: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// A route per path and method of an OpenAPI 3 document (YAML or JSON),
+    /// all sent to UPSTREAM, written in one atomic apply (existing routes
+    /// with the same ids are replaced, others left alone).
+    ///
+    /// Example: raftgatectl import openapi petstore.yaml --upstream pets --validate
+    Openapi {
+        spec: PathBuf,
+        #[arg(long)]
+        upstream: String,
+        /// Check JSON request bodies against the operations' schemas (400 on mismatch).
+        #[arg(long)]
+        validate: bool,
+        /// Show the routes it would write, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -483,6 +520,14 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         Cmd::Audit(cmd) => governance::audit_command(&mut client, &out, cmd).await?,
         Cmd::Whoami => governance::who_am_i(&mut client, &out).await?,
         Cmd::Apply { file, prune, dry_run } => apply_config(&mut client, &out, file, *prune, *dry_run).await?,
+        Cmd::Import(ImportCmd::Openapi { spec, upstream, validate, dry_run }) => {
+            let doc = openapi::routes(&openapi::read(spec)?, upstream, *validate)
+                .map_err(|e| format!("{}: {e}", spec.display()))?;
+            let req = pb::ApplyConfigRequest { document_json: doc.to_string(), prune: false, dry_run: *dry_run };
+            let reply = client.apply_config(req).await.map_err(|s| format!("{}: {}", spec.display(), describe(s)))?;
+            out.config_changes(&reply.into_inner(), *dry_run);
+        }
+        Cmd::Catalog { unknown, limit } => catalog::catalog(&mut client, &out, *unknown, *limit).await?,
         Cmd::Diff { file, prune } => apply_config(&mut client, &out, file, *prune, true).await?,
         Cmd::Dump { local } => {
             let req = pb::DumpConfigRequest { consistency: consistency(*local) };

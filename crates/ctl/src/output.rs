@@ -452,6 +452,62 @@ impl Output {
         }
     }
 
+    pub fn catalog(&self, apis: &[Value], missing: &[String]) {
+        if self.json {
+            return self.print_json(json!({"apis": apis, "missing_nodes": missing}));
+        }
+        let s = |v: &Value| match v {
+            Value::String(s) if !s.is_empty() => s.clone(),
+            Value::Null | Value::String(_) => "-".into(),
+            other => other.to_string(),
+        };
+        let rows: Vec<Vec<String>> = apis
+            .iter()
+            .map(|a| {
+                let routes: Vec<String> = a["routes"].as_array().into_iter().flatten().map(s).collect();
+                vec![
+                    s(&a["name"]),
+                    s(&a["version"]),
+                    s(&a["owner"]),
+                    s(&a["deprecated"]),
+                    s(&a["sunset"]),
+                    s(&a["requests_last_minute"]),
+                    s(&a["requests_total"]),
+                    routes.join(","),
+                ]
+            })
+            .collect();
+        print_table(&["API", "VERSION", "OWNER", "DEPRECATED", "SUNSET", "REQ/MIN", "REQUESTS", "ROUTES"], &rows);
+        for m in missing {
+            println!("incomplete: {m}");
+        }
+    }
+
+    pub fn unknown_paths(&self, paths: &[Value], overflow: u64, missing: &[String]) {
+        if self.json {
+            return self.print_json(json!({"paths": paths, "overflow": overflow, "missing_nodes": missing}));
+        }
+        let rows: Vec<Vec<String>> = paths
+            .iter()
+            .map(|p| {
+                let nodes: Vec<String> = p["nodes"].as_array().into_iter().flatten().map(|n| n.to_string()).collect();
+                vec![
+                    p["method"].as_str().unwrap_or("").to_string(),
+                    p["template"].as_str().unwrap_or("").to_string(),
+                    p["count"].to_string(),
+                    nodes.join(","),
+                ]
+            })
+            .collect();
+        print_table(&["METHOD", "PATH TEMPLATE", "REQUESTS", "NODES"], &rows);
+        if overflow > 0 {
+            println!("{overflow} more requests were not counted by template (a node's table was full)");
+        }
+        for m in missing {
+            println!("incomplete: {m}");
+        }
+    }
+
     pub fn who_am_i(&self, r: &pb::WhoAmIReply) {
         if self.json {
             return self.print_json(json!({"principal": r.principal, "role": r.role, "method": r.method}));

@@ -441,6 +441,149 @@ pub struct Route {
     /// Rate limits and quotas of this route.
     #[serde(default, skip_serializing_if = "crate::traffic::Limits::is_empty")]
     pub limits: crate::traffic::Limits,
+    /// The API this route belongs to: catalog metadata and lifecycle dates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiInfo>,
+    /// A JSON Schema the JSON request body must satisfy: a body that is not
+    /// JSON or does not match gets 400 with where and why, and never reaches
+    /// the upstream. Bodies up to 1 MiB are checked; larger get 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_schema: Option<serde_json::Value>,
+}
+
+/// Largest request schema document.
+pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
+/// Largest request body checked against a schema.
+pub const MAX_VALIDATED_BODY_BYTES: u64 = 1 << 20;
+
+/// What API a route serves, who owns it, and when it goes away.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// When the API is (or was) deprecated, UTC, `YYYY-MM-DD` or
+    /// `YYYY-MM-DDTHH:MM:SSZ`: responses carry `Deprecation: @<seconds>` (RFC 9745).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<String>,
+    /// When the API stops answering: responses carry `Sunset: <HTTP-date>` (RFC 8594).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<String>,
+}
+
+const MAX_API_TEXT: usize = 128;
+
+impl ApiInfo {
+    pub fn validate(&self, at: &str) -> Result<(), FieldError> {
+        for (f, v, required) in
+            [("name", &self.name, true), ("version", &self.version, false), ("owner", &self.owner, false)]
+        {
+            if (required && v.is_empty()) || v.chars().count() > MAX_API_TEXT || v.chars().any(char::is_control) {
+                return Err(field_err(
+                    format!("{at}.{f}"),
+                    format!("1 to {MAX_API_TEXT} characters without control characters"),
+                ));
+            }
+        }
+        let deprecated = self
+            .deprecated
+            .as_deref()
+            .map(|d| utc_seconds(d).map_err(|m| field_err(format!("{at}.deprecated"), m)))
+            .transpose()?;
+        let sunset = self
+            .sunset
+            .as_deref()
+            .map(|d| utc_seconds(d).map_err(|m| field_err(format!("{at}.sunset"), m)))
+            .transpose()?;
+        if let (Some(d), Some(s)) = (deprecated, sunset) {
+            if s < d {
+                return Err(field_err(format!("{at}.sunset"), "must not be before the deprecation date"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Deprecation` header value (`@<unix seconds>`), if set.
+    pub fn deprecation_header(&self) -> Option<String> {
+        let s = utc_seconds(self.deprecated.as_deref()?).ok()?;
+        Some(format!("@{s}"))
+    }
+
+    /// The `Sunset` header value (an IMF-fixdate), if set.
+    pub fn sunset_header(&self) -> Option<String> {
+        Some(http_date(utc_seconds(self.sunset.as_deref()?).ok()?))
+    }
+}
+
+/// Seconds since the Unix epoch of `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn utc_seconds(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a UTC date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)");
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<u64, String> {
+        let part = s.get(r).ok_or_else(bad)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    let (date, time) = match b.len() {
+        10 => (s, None),
+        20 if b[10] == b'T' && b[19] == b'Z' && b[13] == b':' && b[16] == b':' => (&s[..10], Some(())),
+        _ => return Err(bad()),
+    };
+    if date.as_bytes()[4] != b'-' || date.as_bytes()[7] != b'-' {
+        return Err(bad());
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in[m as usize - 1] {
+        return Err(bad());
+    }
+    let (hh, mm, ss) = if time.is_some() { (num(11..13)?, num(14..16)?, num(17..19)?) } else { (0, 0, 0) };
+    if hh > 23 || mm > 59 || ss > 59 {
+        return Err(bad());
+    }
+    Ok(days_from_civil(y as i64, m as i64, d as i64) as u64 * 86_400 + hh * 3_600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The IMF-fixdate of a Unix time, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[m as usize - 1],
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 pub const DEFAULT_ROUTE_TIMEOUT_MS: u32 = 30_000;
@@ -513,6 +656,17 @@ impl Route {
             auth.validate("auth")?;
         }
         self.limits.validate("limits")?;
+        if let Some(api) = &self.api {
+            api.validate("api")?;
+        }
+        if let Some(schema) = &self.request_schema {
+            if !(schema.is_object() || schema.is_boolean()) {
+                return Err(field_err("request_schema", "must be a JSON Schema (an object or a boolean)"));
+            }
+            if serde_json::to_vec(schema).map_or(usize::MAX, |b| b.len()) > MAX_SCHEMA_BYTES {
+                return Err(field_err("request_schema", format!("at most {MAX_SCHEMA_BYTES} bytes")));
+            }
+        }
         Ok(())
     }
 
@@ -888,6 +1042,25 @@ impl Upstream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lifecycle_dates_parse_strictly_and_format_as_http_dates() {
+        assert_eq!(super::utc_seconds("1970-01-01").unwrap(), 0);
+        assert_eq!(super::utc_seconds("1994-11-06T08:49:37Z").unwrap(), 784_111_777);
+        assert_eq!(super::http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(super::http_date(super::utc_seconds("2028-02-29").unwrap()), "Tue, 29 Feb 2028 00:00:00 GMT");
+        for bad in [
+            "2027-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01 00:00:00",
+            "soon",
+            "+026-01-01",
+        ] {
+            assert!(super::utc_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn route(json: &str) -> Route {

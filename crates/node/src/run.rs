@@ -346,11 +346,14 @@ where
         ));
     }
     if let Some(gateway) = data_plane {
+        let view = Arc::new(CatalogView(gateway.clone()));
         let gateway = gateway.clone();
-        admin = admin.with_stale_totals(Arc::new(move || {
-            let t = gateway.stale_totals();
-            (t.refused, t.served)
-        }));
+        admin = admin
+            .with_stale_totals(Arc::new(move || {
+                let t = gateway.stale_totals();
+                (t.refused, t.served)
+            }))
+            .with_data_plane(view);
     }
     let mut admin_builder = server_builder();
     if let Some(tls) = &admin_tls {
@@ -410,6 +413,18 @@ async fn stop(
     }
     node.shutdown().await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, raft_task).await;
+}
+
+/// The data plane's counters as the admin API serves them.
+struct CatalogView(Arc<Gateway>);
+
+impl raftgate_admin::DataPlaneView for CatalogView {
+    fn route_traffic(&self) -> Vec<(String, u64, u64)> {
+        self.0.route_traffic().into_iter().map(|(id, total, last)| (id.to_string(), total, last)).collect()
+    }
+    fn unknown_paths(&self, limit: usize) -> (Vec<(String, String, u64)>, u64) {
+        self.0.unknown_paths().top(limit)
+    }
 }
 
 /// The admin API's certificate, key and CA, read once at start.

@@ -50,6 +50,10 @@ pub enum GatewayError {
     RateLimited(crate::traffic::RateInfo),
     /// 503: the upstream is at its adaptive concurrency limit.
     Overloaded,
+    /// 400: the body is not JSON or does not match the route's schema (where and why).
+    InvalidBody(String),
+    /// 500: the route's request schema did not compile on this node.
+    RouteMisconfigured,
 }
 
 impl GatewayError {
@@ -69,6 +73,8 @@ impl GatewayError {
             GatewayError::StaleState => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::RouteMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -89,6 +95,8 @@ impl GatewayError {
             GatewayError::StaleState => "stale_state",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Overloaded => "overloaded",
+            GatewayError::InvalidBody(_) => "invalid_body",
+            GatewayError::RouteMisconfigured => "route_misconfigured",
         }
     }
 
@@ -109,13 +117,19 @@ impl GatewayError {
             GatewayError::StaleState => "this node cannot confirm credentials right now; retry",
             GatewayError::RateLimited(_) => "too many requests; retry after the time given",
             GatewayError::Overloaded => "the upstream is overloaded; retry shortly",
+            GatewayError::InvalidBody(_) => "the request body does not match what this route accepts",
+            GatewayError::RouteMisconfigured => "this route cannot check request bodies right now",
         }
     }
 
     /// The response sent to the client.
     pub fn response(&self, request_id: &str) -> Response<ProxyBody> {
+        let message = match self {
+            GatewayError::InvalidBody(detail) => detail.as_str(),
+            _ => self.message(),
+        };
         let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.message(), "request_id": request_id }
+            "error": { "code": self.code(), "message": message, "request_id": request_id }
         });
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();

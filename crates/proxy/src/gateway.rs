@@ -255,11 +255,21 @@ pub struct Snapshot {
     pub revision: u64,
     pub router: Router,
     pub upstreams: HashMap<ObjectId, Arc<UpstreamRuntime>>,
+    /// Request counters by route (they outlive snapshots).
+    pub counters: HashMap<ObjectId, Arc<crate::catalog::RouteCounter>>,
+    /// Compiled request schemas of the routes that have one.
+    pub validators: HashMap<ObjectId, Arc<jsonschema::Validator>>,
 }
 
 impl Snapshot {
     fn empty() -> Self {
-        Self { revision: 0, router: Router::build(&Table::default()), upstreams: HashMap::new() }
+        Self {
+            revision: 0,
+            router: Router::build(&Table::default()),
+            upstreams: HashMap::new(),
+            counters: HashMap::new(),
+            validators: HashMap::new(),
+        }
     }
 }
 
@@ -286,6 +296,8 @@ pub struct Gateway {
     quota_leases: crate::traffic::QuotaLeases,
     /// Members of the cluster (voters and learners), for cluster-share limits.
     cluster_size: std::sync::atomic::AtomicUsize,
+    route_counters: crate::catalog::RouteCounters,
+    unknown_paths: crate::catalog::UnknownPaths,
 }
 
 /// Authenticated requests that met a stale view, counted for node status
@@ -330,6 +342,8 @@ impl Gateway {
                 config.traffic.leases,
             ),
             cluster_size: std::sync::atomic::AtomicUsize::new(1),
+            route_counters: Default::default(),
+            unknown_paths: Default::default(),
             config,
         })
     }
@@ -594,8 +608,30 @@ impl Gateway {
         }
         registry.retain(|k, _| live.contains(k));
         drop(registry);
-        self.current.store(Arc::new(Snapshot { revision, router, upstreams: runtimes }));
+        let counters = self.route_counters.for_routes(routes.keys());
+        let mut validators = HashMap::new();
+        for (id, stored) in routes.iter() {
+            let Some(schema) = &stored.spec.request_schema else { continue };
+            match jsonschema::validator_for(schema) {
+                Ok(v) => {
+                    validators.insert(id.clone(), Arc::new(v));
+                }
+                // Admin refuses such schemas; this route then refuses bodies (fail closed).
+                Err(e) => tracing::error!(route = %id, error = %e, "request schema does not compile"),
+            }
+        }
+        self.current.store(Arc::new(Snapshot { revision, router, upstreams: runtimes, counters, validators }));
         started.elapsed()
+    }
+
+    /// Requests no specific route matched, by method and path template.
+    pub fn unknown_paths(&self) -> &crate::catalog::UnknownPaths {
+        &self.unknown_paths
+    }
+
+    /// (route, requests since start, requests in the last whole minute) on this node.
+    pub fn route_traffic(&self) -> Vec<(ObjectId, u64, u64)> {
+        self.route_counters.read_all(self.wall_ms() / 60_000)
     }
 }
 

@@ -10,10 +10,12 @@
 //! - [`server`]: the listener and its limits.
 //! - [`error`]: the responses the gateway generates.
 //! - [`tls`]: certificates, SNI, client certificates and reload.
+//! - [`catalog`]: requests per route, and paths no route knows.
 
 pub mod auth;
 pub mod balance;
 pub mod body;
+pub mod catalog;
 pub mod error;
 pub mod forwarded;
 pub mod framing;

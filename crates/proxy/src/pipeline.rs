@@ -107,8 +107,20 @@ async fn proxy(
         return Err(GatewayError::BadRequest);
     }
     let checked = request_filter(gateway, &req)?;
-    let (route, upstream_path) = route(snapshot, &req, &checked)?;
+    let (route, upstream_path) = match route(snapshot, &req, &checked) {
+        Err(GatewayError::RouteNotFound) => {
+            gateway.unknown_paths().record(req.method().as_str(), &checked.path);
+            return Err(GatewayError::RouteNotFound);
+        }
+        found => found?,
+    };
     *matched = Some(route.clone());
+    if let Some(c) = snapshot.counters.get(&route.id) {
+        c.count(gateway.wall_ms() / 60_000);
+    }
+    if crate::catalog::is_catch_all(&route) {
+        gateway.unknown_paths().record(req.method().as_str(), &checked.path);
+    }
     if route.https_redirect && conn.proto == "http" {
         return redirect_to_https(gateway, &req, &checked, request_id);
     }
@@ -124,7 +136,23 @@ async fn proxy(
     // HTTP/2 bodies need neither Content-Length nor Transfer-Encoding.
     let has_body = !http_body::Body::is_end_stream(req.body());
     let (parts, body) = req.into_parts();
+    let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+    let (body, body_too_large, has_body, checked_len) = match &route.request_schema {
+        Some(_) => {
+            let bytes = validated_body(snapshot, &route, &parts.headers, body, limit, idle).await?;
+            let len = bytes.len();
+            (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
+        }
+        None => {
+            let limited = Limited::new(body, limit);
+            let tripped = limited.tripped();
+            (IdleTimeout::new(limited, idle).boxed_unsync(), tripped, has_body, None)
+        }
+    };
     let mut headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
+    if let Some(len) = checked_len {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
     if let Some(p) = &principal {
         if let Ok(v) = HeaderValue::from_str(p.consumer.as_str()) {
             headers.insert(forwarded::X_CONSUMER_ID, v);
@@ -135,10 +163,6 @@ async fn proxy(
         None => upstream_path,
     };
     let path_and_query = http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest)?;
-    let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
-    let limited = Limited::new(body, limit);
-    let body_too_large = limited.tripped();
-    let body = IdleTimeout::new(limited, idle).boxed_unsync();
     let exchange = Exchange {
         method: parts.method,
         path_and_query,
@@ -281,6 +305,47 @@ fn route(
         Match::MethodNotAllowed { allowed } => Err(GatewayError::MethodNotAllowed(allowed)),
         Match::NotFound => Err(GatewayError::RouteNotFound),
     }
+}
+
+/// Phase 2c: the whole body, read (bounded) and checked against the route's
+/// JSON Schema before anything is sent upstream.
+async fn validated_body(
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: u64,
+    idle: Duration,
+) -> Result<bytes::Bytes, GatewayError> {
+    use raftgate_model::route::MAX_VALIDATED_BODY_BYTES;
+    let validator = snapshot.validators.get(&route.id).ok_or(GatewayError::RouteMisconfigured)?;
+    let json = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        media == "application/json" || media.ends_with("+json")
+    });
+    if !json {
+        return Err(GatewayError::InvalidBody("the body must be JSON (Content-Type: application/json)".into()));
+    }
+    let max = limit.min(MAX_VALIDATED_BODY_BYTES) as usize;
+    let collected = http_body_util::Limited::new(IdleTimeout::new(body, idle), max).collect().await;
+    let bytes = match collected {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
+        Err(_) => return Err(GatewayError::BadRequest),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
+    if let Some(err) = validator.iter_errors(&value).next() {
+        let at = err.instance_path().to_string();
+        let mut detail = format!("{}: {err}", if at.is_empty() { "/" } else { at.as_str() });
+        if detail.len() > 300 {
+            let cut = (0..=300).rev().find(|&i| detail.is_char_boundary(i)).unwrap_or(0);
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        return Err(GatewayError::InvalidBody(detail));
+    }
+    Ok(bytes)
 }
 
 /// Phase 3: the headers the upstream receives.
@@ -463,7 +528,20 @@ fn response_filter(
             headers.insert(http::header::STRICT_TRANSPORT_SECURITY, v);
         }
     }
+    if let Some(api) = &route.api {
+        lifecycle_headers(headers, api);
+    }
     resp
+}
+
+/// `Deprecation` (RFC 9745) and `Sunset` (RFC 8594) of the route's API.
+fn lifecycle_headers(headers: &mut HeaderMap, api: &raftgate_model::route::ApiInfo) {
+    if let Some(v) = api.deprecation_header().and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(http::HeaderName::from_static("deprecation"), v);
+    }
+    if let Some(v) = api.sunset_header().and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(http::HeaderName::from_static("sunset"), v);
+    }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream
