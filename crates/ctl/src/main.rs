@@ -67,7 +67,12 @@ use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, PlanFlags, Route
 use output::Output;
 
 #[derive(Parser)]
-#[command(name = "raftgatectl", version, about = "Administer a Raftgate cluster")]
+#[command(
+    name = "raftgatectl",
+    version,
+    about = "Administer a Raftgate cluster",
+    after_help = "Credentials: --token / RAFTGATE_TOKEN, or --cert and --key; TLS with --ca-cert; defaults from ~/.config/raftgate/ctl.toml.\nExit codes: 0 done; 1 the request failed or was refused (the message says why and what to do); 2 bad usage or config."
+)]
 struct Cli {
     /// Admin address of any node, `host:port` or `http://host:port`.
     #[arg(long, global = true, env = "RAFTGATE_ENDPOINT")]
@@ -106,54 +111,84 @@ enum Format {
 enum Cmd {
     /// Cluster membership and health.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl cluster status
+  raftgatectl cluster add-learner --id 4 --region eu-2 --raft-addr n4:7101 --admin-addr n4:7201 --http-addr n4:8080
+  raftgatectl cluster promote 4")]
     Cluster(ClusterCmd),
     /// The node at --endpoint, as it sees itself.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl --endpoint node-2:7201 node status")]
     Node(NodeCmd),
     /// Replicated cluster settings (key/value).
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl setting put feature.x on
+  raftgatectl setting get feature.x --local")]
     Setting(SettingCmd),
     /// Routes: which requests go to which upstream.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl route apply --id users --upstream app --prefix /users
+  raftgatectl route apply -f routes.yaml
+  raftgatectl route list -o yaml")]
     Route(ObjectCmd<RouteFlags>),
     /// Upstreams: targets, balancing, health and timeouts.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  raftgatectl upstream apply --id app --target 10.0.0.5:8080 --target 10.0.0.6:8080"
+    )]
     Upstream(ObjectCmd<UpstreamFlags>),
     /// Consumers: who credentials stand for (groups, plan, metadata, enabled).
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl consumer apply --id acme --plan gold")]
     Consumer(ObjectCmd<ConsumerFlags>),
     /// JWT issuers the gateway trusts (keys inline, by JWKS URL, or an HMAC secret reference).
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl issuer apply -f issuer.yaml")]
     Issuer(ObjectCmd<IssuerFlags>),
     /// API keys of consumers.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl key create --consumer acme --expires 90d
+  raftgatectl key rotate <KEY_ID> --overlap 24h")]
     Key(KeyCmd),
     /// Refuse a credential on every node (`--wait` reports each node's confirmation).
+    #[command(after_help = "Examples:\n  raftgatectl revoke key <KEY_ID> --wait --reason leaked")]
     Revoke(RevokeArgs),
     /// Take a revocation back.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl unrevoke key <KEY_ID>")]
     Unrevoke(TargetCmd),
     /// Revocations in force.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl revocation list")]
     Revocation(RevocationCmd),
     /// Plans: tiers of rate limits and quotas that consumers are on.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl plan apply -f plans.yaml")]
     Plan(ObjectCmd<PlanFlags>),
     /// The cluster-wide quota ledger.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl quota show acme
+  raftgatectl quota reset <KEY as quota show prints it>   (admin only, audited)")]
     Quota(QuotaCmd),
     /// Operators of the admin API (admin only): role, client certificates.
     ///
     /// Example: raftgatectl operator apply --id alice --role operator
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl operator apply --id alice --role operator
+  raftgatectl operator list")]
     Operator(ObjectCmd<governance::OperatorFlags>),
     /// Bearer tokens of operators (admin only).
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl token create alice --expires-in-hours 720
+  raftgatectl token delete <TOKEN_ID>")]
     Token(governance::TokenCmd),
     /// The tamper-evident audit trail of admin writes and refusals.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl audit tail -n 20
+  raftgatectl audit verify --all-nodes
+  raftgatectl audit export --file audit.jsonl")]
     Audit(governance::AuditCmd),
     /// Who the node takes you for, and your role.
+    #[command(after_help = "Examples:\n  raftgatectl whoami\n  RAFTGATE_TOKEN=rgt_… raftgatectl whoami -o json")]
     Whoami,
     /// Make the cluster match a file of routes, upstreams, consumers, issuers
     /// and plans, in one atomic write (all or nothing).
@@ -179,6 +214,7 @@ enum Cmd {
     },
     /// Create routes from an API description.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl import openapi petstore.yaml --upstream pets --validate")]
     Import(ImportCmd),
     /// APIs the routes serve: owner, version, lifecycle dates, routes, and
     /// requests summed over every member (last whole minute, since start).
@@ -198,6 +234,11 @@ enum Cmd {
         #[arg(long)]
         local: bool,
     },
+    /// Shell completion script on stdout.
+    #[command(
+        after_help = "Examples:\n  raftgatectl completions bash > /etc/bash_completion.d/raftgatectl\n  raftgatectl completions zsh > \"${fpath[1]}/_raftgatectl\""
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +357,15 @@ enum SettingCmd {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        use std::io::Write as _;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "raftgatectl", &mut script);
+        // A closed pipe (`| head`) is not an error worth a message.
+        let _ = std::io::stdout().write_all(&script);
+        return ExitCode::SUCCESS;
+    }
     if let Err(e) = configure(&mut cli) {
         eprintln!("raftgatectl: {e}");
         return ExitCode::from(2);
@@ -529,6 +579,7 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         }
         Cmd::Catalog { unknown, limit } => catalog::catalog(&mut client, &out, *unknown, *limit).await?,
         Cmd::Diff { file, prune } => apply_config(&mut client, &out, file, *prune, true).await?,
+        Cmd::Completions { .. } => unreachable!("handled before connecting"),
         Cmd::Dump { local } => {
             let req = pb::DumpConfigRequest { consistency: consistency(*local) };
             let reply = client.dump_config(req).await.map_err(describe)?.into_inner();
