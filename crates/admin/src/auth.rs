@@ -306,8 +306,13 @@ impl Authority {
             node: self.node.id(),
             at_ms: self.now_ms(),
         };
-        if self.denials.try_send(denial).is_err() {
-            tracing::warn!("audit queue of refusals is full; this refusal is only in the log");
+        match self.denials.try_send(denial) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("audit queue of refusals is full; this refusal is only in the log")
+            }
+            // No recorder (admin.auth = "none"): the log line above is the record.
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }

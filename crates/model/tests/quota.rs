@@ -261,3 +261,17 @@ fn a_lowered_limit_applies_at_once_and_a_changed_window_is_a_new_entry() {
     s.apply(T0 + 6, &lease(&s, 2, hour_key.clone(), 100, 0)).unwrap();
     assert_eq!(s.quota_entry(&hour_key).unwrap().held_by(&h(2)), 100);
 }
+
+#[test]
+fn a_reset_by_an_admin_is_in_the_audit_trail_with_what_the_entry_was() {
+    use raftgate_model::governance::{Actor, Role};
+    let mut s = world();
+    let k = key("acme", T0);
+    s.apply(T0 + 1, &lease(&s, 1, k.clone(), 100, 0)).unwrap();
+    let admin = Actor { principal: "carol".into(), role: Role::Admin, rpc: "ResetQuota".into() };
+    s.apply_as(T0 + 2, &Command::ResetQuota { key: k.clone() }, Some(&admin)).unwrap();
+    let r = s.audit().tail(1).next().expect("recorded").clone();
+    assert_eq!((r.principal.as_str(), r.rpc.as_str(), r.action.as_str()), ("carol", "ResetQuota", "reset_quota"));
+    assert_eq!(r.object, format!("quota/{}", k.ledger_key()));
+    assert!(r.before.is_some() && r.after.is_none(), "the entry's digest before, nothing after");
+}

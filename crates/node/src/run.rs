@@ -336,7 +336,13 @@ where
     }
     let link = admin.link();
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(raftgate_admin::run_denial_recorder(denials, link.clone(), config.node_info().admin_addr));
+    // Without authentication nothing is refused, so nothing needs recording
+    // (and the simulation keeps the task set it replays deterministically).
+    if config.admin.auth == AdminAuth::Required {
+        background.spawn(raftgate_admin::run_denial_recorder(denials, link.clone(), config.node_info().admin_addr));
+    } else {
+        drop(denials);
+    }
     if let Some(gateway) = data_plane {
         background.spawn(run_quota_batcher(
             gateway.clone(),
