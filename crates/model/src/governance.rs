@@ -26,8 +26,8 @@ pub const MAX_OPERATORS: usize = 1_000;
 pub const MAX_ADMIN_TOKENS: usize = 10_000;
 pub const MAX_TOKENS_PER_OPERATOR: usize = 16;
 pub const MAX_CERTIFICATES_PER_OPERATOR: usize = 16;
-/// Records the trail keeps (about 400 bytes each in a snapshot).
-pub const MAX_AUDIT_RECORDS: usize = 200_000;
+/// Records the trail keeps (about 480 bytes each in a snapshot: 46 MiB at most).
+pub const MAX_AUDIT_RECORDS: usize = 100_000;
 /// Refusals one command may record.
 pub const MAX_DENIALS_PER_COMMAND: usize = 100;
 const MAX_PRINCIPAL_CHARS: usize = 256;
