@@ -209,6 +209,33 @@ async fn roles_tokens_certificates_and_a_tamper_evident_audit_trail() {
     .await;
     assert!(refused.is_some(), "a deleted token is refused once the delete is applied");
 
+    // A disabled operator's token is refused; bad documents name the problem; oversized requests are refused.
+    let (ok, _, err) =
+        ctl(&follower, &pki, &boot, &["operator", "apply", "--id", "dave", "--role", "operator", "--disabled"]);
+    assert!(ok, "{err}");
+    let dave = token_of("dave");
+    let (ok, _, err) = ctl(&follower, &pki, &["--token", dave.as_str()], &["route", "list"]);
+    assert!(!ok && err.contains("operator is disabled"), "{err}");
+    let typo = dir.path().join("op.json");
+    std::fs::write(&typo, r#"{"id": "erin", "role": "admin", "rolez": "x"}"#).unwrap();
+    let (ok, _, err) = ctl(&follower, &pki, &boot, &["operator", "apply", "-f", typo.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown field `rolez`"), "{err}");
+    let big = format!(r#"{{"id":"big","upstream":"u1","paths":[{{"exact":"/{}"}}]}}"#, "x".repeat(5 << 20));
+    let refused = tls_client(&follower, &pki, BOOTSTRAP)
+        .await
+        .apply_route(pb::ApplyObjectRequest { spec_json: big, expected_revision: None })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument
+        ),
+        "{refused:?}"
+    );
+    let (_, routes, _) = ctl(&follower, &pki, &boot, &["route", "list"]);
+    assert!(!routes.contains("\"big\""), "nothing written");
+
     // The trail: every write with who, role and RPC; refusals recorded too.
     let records = eventually(Duration::from_secs(10), || async {
         let r = audit_records(&follower, &pki, &as_carol);

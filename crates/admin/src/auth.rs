@@ -60,13 +60,13 @@ pub fn need(rpc: &str) -> Option<Need> {
         "NodeStatus" | "ClusterStatus" | "WhoAmI" | "RouteTraffic" | "UnknownPaths" => Read,
         "GetSetting" | "ListSettings" | "GetRoute" | "ListRoutes" | "GetUpstream" | "ListUpstreams" | "GetConsumer"
         | "ListConsumers" | "GetIssuer" | "ListIssuers" | "ListApiKeys" | "ListRevocations" | "GetPlan"
-        | "ListPlans" | "ListQuotas" => Read,
+        | "ListPlans" | "ListQuotas" | "GetCertificate" | "ListCertificates" => Read,
         "ListAudit" | "VerifyAudit" | "GetOperator" | "ListOperators" | "ListAdminTokens" => Audit,
         "ApplyRoute" | "DeleteRoute" | "ApplyUpstream" | "DeleteUpstream" | "ApplyConsumer" | "DeleteConsumer"
         | "CreateApiKey" | "DeleteApiKey" | "Revoke" | "Unrevoke" => Operate,
         "AddLearner" | "Promote" | "RemoveNode" | "PutSetting" | "DeleteSetting" | "ApplyIssuer" | "DeleteIssuer"
         | "ApplyPlan" | "DeletePlan" | "ResetQuota" | "ApplyOperator" | "DeleteOperator" | "CreateAdminToken"
-        | "DeleteAdminToken" => Admin,
+        | "DeleteAdminToken" | "ApplyCertificate" | "DeleteCertificate" => Admin,
         "SubmitQuotaLeases" | "RecordDenials" => Node,
         // The handler checks the caller may apply (and delete) each kind the document holds.
         "ApplyConfig" => Operate,

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use raftgate_cluster::Applied;
 use raftgate_model::identity::JwtIssuer;
+use raftgate_model::route::CertificateRef;
 use raftgate_model::traffic::Plan;
 use raftgate_model::{Command, Consumer, ObjectId, Route, Table, Upstream, MAX_BATCH_COMMANDS};
 use raftgate_proto::admin as pb;
@@ -27,6 +28,8 @@ pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<CertificateRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstreams: Option<Vec<Upstream>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ pub(crate) fn parse(json: &str) -> Result<Document, Status> {
         return Err(crate::invalid("document_json", format!("must be at most {MAX_DOCUMENT_BYTES} bytes")));
     }
     let doc: Document = serde_json::from_str(json).map_err(|e| crate::invalid("document_json", e))?;
+    validate_kind(&doc.certificates)?;
     validate_kind(&doc.upstreams)?;
     validate_kind(&doc.issuers)?;
     validate_kind(&doc.plans)?;
@@ -116,6 +120,7 @@ pub(crate) fn plan(a: &Applied, doc: &Document, prune: bool) -> Result<Vec<Chang
     if prune {
         deletes(s.routes(), &doc.routes, &mut out);
     }
+    puts(s.certificates(), &doc.certificates, &mut out);
     puts(s.upstreams(), &doc.upstreams, &mut out);
     puts(s.issuers(), &doc.issuers, &mut out);
     puts(s.plans(), &doc.plans, &mut out);
@@ -126,6 +131,7 @@ pub(crate) fn plan(a: &Applied, doc: &Document, prune: bool) -> Result<Vec<Chang
         deletes(s.plans(), &doc.plans, &mut out);
         deletes(s.issuers(), &doc.issuers, &mut out);
         deletes(s.upstreams(), &doc.upstreams, &mut out);
+        deletes(s.certificates(), &doc.certificates, &mut out);
     }
     if out.len() > MAX_BATCH_COMMANDS {
         return Err(Status::invalid_argument(format!(
@@ -143,6 +149,7 @@ pub(crate) fn dump(a: &Applied) -> Document {
     }
     let s = &a.state;
     Document {
+        certificates: all(s.certificates()),
         upstreams: all(s.upstreams()),
         issuers: all(s.issuers()),
         plans: all(s.plans()),

@@ -31,6 +31,7 @@ pub use auth::{AuthSettings, Authenticated, Authority};
 pub use forward::Forwarder;
 pub use governance::run_denial_recorder;
 use raftgate_model::governance::{Denial, Operator};
+use raftgate_model::route::CertificateRef;
 
 /// Most settings one ListSettings page returns.
 const MAX_PAGE: usize = 1_000;
@@ -419,6 +420,18 @@ impl Admin for AdminService {
         let local = self.write(&origin, command).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
     }
+    async fn apply_certificate(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
+        self.apply_object::<CertificateRef, _, _>(req, |mut c, r| async move { c.apply_certificate(r).await }).await
+    }
+    async fn delete_certificate(&self, req: Request<pb::DeleteObjectRequest>) -> Reply<pb::WriteReply> {
+        self.delete_object::<CertificateRef, _, _>(req, |mut c, r| async move { c.delete_certificate(r).await }).await
+    }
+    async fn get_certificate(&self, req: Request<pb::GetObjectRequest>) -> Reply<pb::Object> {
+        self.get_object::<CertificateRef, _, _>(req, |mut c, r| async move { c.get_certificate(r).await }).await
+    }
+    async fn list_certificates(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {
+        self.list_objects::<CertificateRef, _, _>(req, |mut c, r| async move { c.list_certificates(r).await }).await
+    }
     async fn apply_operator(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
         self.apply_object::<Operator, _, _>(req, |mut c, r| async move { c.apply_operator(r).await }).await
     }
@@ -483,6 +496,7 @@ impl Admin for AdminService {
         let msg = req.into_inner();
         let doc = declarative::parse(&msg.document_json)?;
         let kinds = [
+            ("certificate", doc.certificates.is_some()),
             ("upstream", doc.upstreams.is_some()),
             ("issuer", doc.issuers.is_some()),
             ("plan", doc.plans.is_some()),

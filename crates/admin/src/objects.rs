@@ -133,6 +133,25 @@ impl Kind for raftgate_model::traffic::Plan {
     }
 }
 
+impl Kind for raftgate_model::route::CertificateRef {
+    const NAME: &'static str = "certificate";
+    fn id(&self) -> &ObjectId {
+        &self.id
+    }
+    fn validate(&self) -> Result<(), raftgate_model::FieldError> {
+        raftgate_model::route::CertificateRef::validate(self)
+    }
+    fn put(self, expected_revision: Option<u64>) -> Command {
+        Command::PutCertificate { certificate: self, expected_revision }
+    }
+    fn delete(id: ObjectId, expected_revision: Option<u64>) -> Command {
+        Command::DeleteCertificate { id, expected_revision }
+    }
+    fn table(applied: &Applied) -> &Table<Self> {
+        applied.state.certificates()
+    }
+}
+
 /// Decodes and validates an object document into a put command.
 pub(crate) fn put_command<K: Kind>(msg: &pb::ApplyObjectRequest) -> Result<Command, Status> {
     if msg.spec_json.len() > MAX_SPEC_BYTES {

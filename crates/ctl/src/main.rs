@@ -169,6 +169,13 @@ enum Cmd {
     #[command(after_help = "Examples:\n  raftgatectl quota show acme
   raftgatectl quota reset <KEY as quota show prints it>   (admin only, audited)")]
     Quota(QuotaCmd),
+    /// Certificates the HTTPS listeners serve, by file reference (admin only;
+    /// the PEM files must exist at these paths on every node).
+    #[command(
+        after_help = "Examples:\n  raftgatectl certificate apply --id api --host api.example.com --cert-file /etc/raftgate/tls/api.crt --key-file /etc/raftgate/tls/api.key\n  raftgatectl certificate list"
+    )]
+    #[command(subcommand)]
+    Certificate(ObjectCmd<objects::CertificateFlags>),
     /// Operators of the admin API (admin only): role, client certificates.
     ///
     /// Example: raftgatectl operator apply --id alice --role operator
@@ -566,6 +573,7 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             out.write(&reply.into_inner());
         }
         Cmd::Operator(cmd) => object_command(&mut client, &out, Kind::Operator, cmd).await?,
+        Cmd::Certificate(cmd) => object_command(&mut client, &out, Kind::Certificate, cmd).await?,
         Cmd::Token(cmd) => governance::token_command(&mut client, &out, cmd).await?,
         Cmd::Audit(cmd) => governance::audit_command(&mut client, &out, cmd).await?,
         Cmd::Whoami => governance::who_am_i(&mut client, &out).await?,
@@ -618,6 +626,7 @@ enum Kind {
     Issuer,
     Plan,
     Operator,
+    Certificate,
 }
 
 async fn object_command<F: clap::Args + FromFlags>(
@@ -633,6 +642,7 @@ async fn object_command<F: clap::Args + FromFlags>(
         Kind::Issuer => "issuer",
         Kind::Plan => "plan",
         Kind::Operator => "operator",
+        Kind::Certificate => "certificate",
     };
     let consistency = |local: bool| if local { pb::Consistency::Local } else { pb::Consistency::Linearizable } as i32;
     match cmd {
@@ -651,6 +661,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                     Kind::Issuer => client.apply_issuer(req).await,
                     Kind::Plan => client.apply_plan(req).await,
                     Kind::Operator => client.apply_operator(req).await,
+                    Kind::Certificate => client.apply_certificate(req).await,
                 };
                 let reply = reply.map_err(|s| format!("{name} {id:?}: {}", describe(s)))?;
                 out.applied(name, &id, &reply.into_inner());
@@ -665,6 +676,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Issuer => client.delete_issuer(req).await,
                 Kind::Plan => client.delete_plan(req).await,
                 Kind::Operator => client.delete_operator(req).await,
+                Kind::Certificate => client.delete_certificate(req).await,
             };
             out.write(&reply.map_err(describe)?.into_inner());
         }
@@ -677,6 +689,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Issuer => client.get_issuer(req).await,
                 Kind::Plan => client.get_plan(req).await,
                 Kind::Operator => client.get_operator(req).await,
+                Kind::Certificate => client.get_certificate(req).await,
             };
             out.object(&reply.map_err(describe)?.into_inner());
         }
@@ -689,6 +702,7 @@ async fn object_command<F: clap::Args + FromFlags>(
                 Kind::Issuer => client.list_issuers(req).await,
                 Kind::Plan => client.list_plans(req).await,
                 Kind::Operator => client.list_operators(req).await,
+                Kind::Certificate => client.list_certificates(req).await,
             };
             let reply = reply.map_err(describe)?.into_inner();
             out.objects(&reply.objects, &reply.next_after);

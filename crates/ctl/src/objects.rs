@@ -277,6 +277,28 @@ impl FromFlags for PlanFlags {
 }
 
 /// The objects in a YAML or JSON file (`-` reads stdin).
+#[derive(Args)]
+pub struct CertificateFlags {
+    #[arg(long)]
+    pub id: Option<String>,
+    /// A host name (or `*.suffix`) it serves (repeatable).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    #[arg(long)]
+    pub cert_file: Option<String>,
+    #[arg(long)]
+    pub key_file: Option<String>,
+}
+
+impl FromFlags for CertificateFlags {
+    fn to_spec(&self) -> Result<Value, String> {
+        let (Some(id), Some(cert), Some(key)) = (&self.id, &self.cert_file, &self.key_file) else {
+            return Err("give -f FILE, or --id, --host, --cert-file and --key-file".into());
+        };
+        Ok(json!({ "id": id, "hosts": self.hosts, "cert_file": cert, "key_file": key }))
+    }
+}
+
 /// A declarative document (YAML or JSON; `-` reads stdin), as JSON.
 pub fn read_document(path: &PathBuf) -> Result<Value, String> {
     let text = read_text(path)?;

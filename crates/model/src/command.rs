@@ -161,6 +161,17 @@ pub enum Command {
     RecordDenials {
         denials: Vec<Denial>,
     },
+    /// Create or replace a certificate reference of the HTTPS listeners.
+    PutCertificate {
+        certificate: crate::route::CertificateRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
+    DeleteCertificate {
+        id: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_revision: Option<u64>,
+    },
     /// Object writes applied all together or not at all (a declarative
     /// `apply -f`): if any is rejected, none takes effect.
     Batch {
@@ -207,6 +218,8 @@ impl Command {
             Command::DeleteAdminToken { .. } => "delete_admin_token",
             Command::RecordDenials { .. } => "record_denials",
             Command::Batch { .. } => "batch",
+            Command::PutCertificate { .. } => "put_certificate",
+            Command::DeleteCertificate { .. } => "delete_certificate",
         }
     }
 
@@ -232,6 +245,8 @@ impl Command {
                 | Command::DeleteIssuer { .. }
                 | Command::PutPlan { .. }
                 | Command::DeletePlan { .. }
+                | Command::PutCertificate { .. }
+                | Command::DeleteCertificate { .. }
         )
     }
 }

@@ -456,6 +456,40 @@ pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 /// Largest request body checked against a schema.
 pub const MAX_VALIDATED_BODY_BYTES: u64 = 1 << 20;
 
+/// A certificate the HTTPS listeners serve, by reference: PEM files that
+/// exist at these paths on every node (mounted from a secret store). The
+/// key never enters the replicated state; a node that cannot load the
+/// files keeps serving its previous certificates and logs why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRef {
+    pub id: ObjectId,
+    /// Host names (or `*.suffix`) it serves, matched by SNI.
+    pub hosts: Vec<String>,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+pub const MAX_CERTIFICATES: usize = 1_000;
+const MAX_CERT_HOSTS: usize = 100;
+
+impl CertificateRef {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.hosts.is_empty() || self.hosts.len() > MAX_CERT_HOSTS {
+            return Err(field_err("hosts", format!("1 to {MAX_CERT_HOSTS} host names")));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            validate_host_pattern(h).map_err(|m| field_err(format!("hosts[{i}]"), m))?;
+        }
+        for (f, p) in [("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if !p.starts_with('/') || p.len() > 4_096 || p.chars().any(char::is_control) || p.contains("/../") {
+                return Err(field_err(f, "must be an absolute path (the same on every node)"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What API a route serves, who owns it, and when it goes away.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -240,6 +240,11 @@ pub struct State {
     admin_tokens: Table<AdminToken>,
     #[serde(default)]
     audit: AuditTrail,
+    #[serde(default)]
+    certificates: Table<crate::route::CertificateRef>,
+    /// Revision of the last certificate change (0: none).
+    #[serde(default)]
+    tls_revision: u64,
 }
 
 /// The bytes of a snapshot did not decode into a [`State`].
@@ -333,6 +338,8 @@ impl State {
             Command::PutOperator { operator, .. } => ("operator", operator.id.to_string()),
             Command::DeleteOperator { id, .. } => ("operator", id.to_string()),
             Command::CreateAdminToken { id, .. } | Command::DeleteAdminToken { id } => ("admin_token", id.to_string()),
+            Command::PutCertificate { certificate, .. } => ("certificate", certificate.id.to_string()),
+            Command::DeleteCertificate { id, .. } => ("certificate", id.to_string()),
             Command::QuotaLeases { .. } | Command::RecordDenials { .. } | Command::Batch { .. } => return None,
         })
     }
@@ -353,6 +360,7 @@ impl State {
             "plan" => of(&self.plans, key),
             "operator" => of(&self.operators, key),
             "admin_token" => of(&self.admin_tokens, key),
+            "certificate" => of(&self.certificates, key),
             "revocation" => self.revocations.get(key).map(object_digest),
             "quota" => self.quotas.get(key).map(object_digest),
             _ => None,
@@ -605,6 +613,26 @@ impl State {
             }
             Command::DeleteAdminToken { id } => delete(&mut self.admin_tokens, "admin_token", id, None, revision)?,
             Command::Batch { commands } => return self.apply_batch(leader_time_ms, commands, None),
+            Command::PutCertificate { certificate, expected_revision } => {
+                certificate.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
+                let effect = put(
+                    &mut self.certificates,
+                    "certificate",
+                    &certificate.id,
+                    certificate,
+                    *expected_revision,
+                    crate::route::MAX_CERTIFICATES,
+                    revision,
+                    time_ms,
+                )?;
+                self.tls_revision = revision;
+                effect
+            }
+            Command::DeleteCertificate { id, expected_revision } => {
+                let effect = delete(&mut self.certificates, "certificate", id, *expected_revision, revision)?;
+                self.tls_revision = revision;
+                effect
+            }
             Command::RecordDenials { denials } => {
                 if denials.is_empty() || denials.len() > MAX_DENIALS_PER_COMMAND {
                     return Err(Rejection::Invalid {
@@ -973,6 +1001,15 @@ impl State {
     }
 
     /// Revision of the last route or upstream change.
+    pub fn certificates(&self) -> &Table<crate::route::CertificateRef> {
+        &self.certificates
+    }
+
+    /// Revision of the last certificate change (0: none).
+    pub fn tls_revision(&self) -> u64 {
+        self.tls_revision
+    }
+
     pub fn operators(&self) -> &Table<Operator> {
         &self.operators
     }

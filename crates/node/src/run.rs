@@ -107,7 +107,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         },
     });
     attach_data_plane(&node, &gateway);
-    let follower = tokio::spawn(follow_state(node.clone(), gateway.clone()));
+    let follower = tokio::spawn(follow_state(node.clone(), gateway.clone(), https.as_ref().map(|(_, t)| t.clone())));
     let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut data_plane = tokio::task::JoinSet::new();
@@ -227,9 +227,10 @@ pub async fn run_quota_batcher(gateway: Arc<Gateway>, link: Arc<Forwarder>, admi
 
 /// Rebuilds the data plane's snapshots whenever applied routing or identity
 /// changes. Runs for the life of the node; the request path never waits for it.
-pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
+pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>, tls: Option<Arc<TlsSource>>) {
     let mut applied = node.subscribe_applied();
     let mut published = 0;
+    let mut published_tls = 0;
     let mut published_identity = (0, 0);
     loop {
         let identity = node.local_read(|a| {
@@ -273,6 +274,33 @@ pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>) {
                 "data plane snapshot published"
             );
             published = revision;
+        }
+        if let Some(tls) = &tls {
+            let certs = node.local_read(|a| {
+                (a.state.tls_revision() != published_tls)
+                    .then(|| (a.state.tls_revision(), a.state.certificates().clone()))
+            });
+            if let Some((revision, certs)) = certs {
+                let specs = certs
+                    .values()
+                    .map(|c| raftgate_proxy::tls::CertSpec {
+                        hosts: c.spec.hosts.clone(),
+                        cert_file: c.spec.cert_file.clone().into(),
+                        key_file: c.spec.key_file.clone().into(),
+                    })
+                    .collect();
+                match tls.set_replicated(specs) {
+                    Ok(()) => tracing::info!(
+                        tls_revision = revision,
+                        certificates = certs.len(),
+                        "certificate references in service"
+                    ),
+                    Err(e) => {
+                        tracing::error!(tls_revision = revision, error = %e, "certificate references do not load on this node; the previous certificates stay in service")
+                    }
+                }
+                published_tls = revision;
+            }
         }
         if applied.changed().await.is_err() {
             return;

@@ -206,9 +206,11 @@ pub fn load(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// The live server config of a TLS listener, reloadable from disk.
+/// The live server config of a TLS listener, reloadable from disk: the
+/// node's own certificates, then the cluster's certificate references.
 pub struct TlsSource {
-    settings: TlsSettings,
+    base: TlsSettings,
+    settings: Mutex<TlsSettings>,
     current: ArcSwap<ServerConfig>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -217,7 +219,25 @@ impl TlsSource {
     pub fn new(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
         let config = load(&settings)?;
         let stamps = Mutex::new(file_stamps(&settings));
-        Ok(Arc::new(Self { settings, current: ArcSwap::from_pointee(config), stamps }))
+        Ok(Arc::new(Self {
+            base: settings.clone(),
+            settings: Mutex::new(settings),
+            current: ArcSwap::from_pointee(config),
+            stamps,
+        }))
+    }
+
+    /// Serves the node's certificates plus `replicated` (after them, so the
+    /// node's first certificate stays the default). If any file does not
+    /// load on this node, the certificates in service stay and the error says why.
+    pub fn set_replicated(&self, replicated: Vec<CertSpec>) -> Result<(), TlsError> {
+        let mut next = self.base.clone();
+        next.certificates.extend(replicated);
+        let config = load(&next)?;
+        *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = file_stamps(&next);
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        self.current.store(Arc::new(config));
+        Ok(())
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
@@ -227,13 +247,14 @@ impl TlsSource {
     /// Reloads when a file's modification time changed. Returns whether a
     /// new config is in service; a failed load keeps the old one.
     pub fn reload_if_changed(&self) -> bool {
-        let now = file_stamps(&self.settings);
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let now = file_stamps(&settings);
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         if *stamps == now {
             return false;
         }
         *stamps = now;
-        match load(&self.settings) {
+        match load(&settings) {
             Ok(config) => {
                 self.current.store(Arc::new(config));
                 tracing::info!("TLS certificates reloaded");
