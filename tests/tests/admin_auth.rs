@@ -169,6 +169,18 @@ async fn roles_tokens_certificates_and_a_tamper_evident_audit_trail() {
     assert_eq!(json(&out)["principal"], "carol");
     assert_eq!(json(&out)["method"], "certificate");
 
+    // The same credentials from the config file raftgatectl reads.
+    let ctl_toml = dir.path().join("ctl.toml");
+    std::fs::write(
+        &ctl_toml,
+        format!("endpoint = \"{follower}\"\ntoken = \"{alice}\"\nca_cert = \"{}\"\n", pki.ca_file.display()),
+    )
+    .unwrap();
+    let (ok, out, err) = raftgate_tests::ctl(&["--config", ctl_toml.to_str().unwrap(), "-o", "json", "whoami"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["principal"], "alice");
+    assert_eq!(json(&out)["role"], "operator");
+
     // An operator changes routing through a follower; the audit names her, not the follower.
     let (ok, out, err) =
         ctl(&follower, &pki, &as_alice, &["upstream", "apply", "--id", "u1", "--target", "127.0.0.1:9"]);

@@ -61,6 +61,7 @@ pub enum TokenCmd {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=17_568))]
         expires_in_hours: Option<u64>,
     },
+    #[command(after_help = "Example:\n  raftgatectl token list")]
     /// Token records (id, operator, created, expires); never the token.
     List {
         #[arg(long, default_value = "")]
@@ -68,6 +69,7 @@ pub enum TokenCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl token delete <TOKEN_ID>")]
     /// Delete a token: every node refuses it once the delete is applied there.
     Delete { id: String },
 }
@@ -85,11 +87,13 @@ pub enum AuditCmd {
         #[arg(long)]
         local: bool,
     },
+    #[command(after_help = "Example:\n  raftgatectl audit tail -n 50 -o json")]
     /// The newest records.
     Tail {
         #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000))]
         lines: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl audit verify --all-nodes")]
     /// Recompute the hash chain and report the first broken link (exit 1 if broken).
     ///
     /// Checks the node at --endpoint; with --all-nodes, every member, and

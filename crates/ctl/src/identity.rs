@@ -22,6 +22,7 @@ const WAIT_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Subcommand)]
 pub enum KeyCmd {
+    #[command(after_help = "Example:\n  raftgatectl key create --consumer acme --expires 90d")]
     /// Make a new API key for a consumer; the key is printed once and only its keyed hash is stored.
     Create {
         #[arg(long)]
@@ -30,6 +31,7 @@ pub enum KeyCmd {
         #[arg(long)]
         expires: Option<String>,
     },
+    #[command(after_help = "Example:\n  raftgatectl key rotate <KEY_ID> --overlap 24h")]
     /// Make a new key that replaces KEY_ID; both work during the overlap.
     Rotate {
         key_id: String,
@@ -39,6 +41,7 @@ pub enum KeyCmd {
         #[arg(long)]
         expires: Option<String>,
     },
+    #[command(after_help = "Example:\n  raftgatectl key list --consumer acme")]
     /// List key records (id, consumer, created, expires); never the key.
     List {
         #[arg(long)]
@@ -50,12 +53,14 @@ pub enum KeyCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl key delete <KEY_ID>")]
     /// Delete a key (it stops working as soon as each node applies the delete; `revoke key` is the instant, audited way).
     Delete { key_id: String },
 }
 
 #[derive(Subcommand, Clone)]
 pub enum TargetCmd {
+    #[command(after_help = "Example:\n  raftgatectl revoke token --issuer corp --jti 7f1c… --until 1767225600 --wait")]
     /// One JWT by its `jti`; `--until` is the token's `exp` (Unix seconds).
     Token {
         #[arg(long)]
@@ -65,12 +70,16 @@ pub enum TargetCmd {
         #[arg(long)]
         until: u64,
     },
+    #[command(after_help = "Example:\n  raftgatectl revoke key <KEY_ID> --reason leaked --wait")]
     /// One API key by id.
     Key { key_id: String },
+    #[command(after_help = "Example:\n  raftgatectl revoke consumer acme --wait")]
     /// Every credential of a consumer issued until now.
     Consumer { consumer: String },
+    #[command(after_help = "Example:\n  raftgatectl revoke cert 9f86d081884c7d65… --wait")]
     /// A client certificate by SHA-256 fingerprint (hex).
     Cert { sha256: String },
+    #[command(after_help = "Example:\n  raftgatectl revoke issuer-key --issuer corp --kid 2026-01")]
     /// Every token signed with an issuer's key `kid`.
     IssuerKey {
         #[arg(long)]

@@ -212,6 +212,7 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    #[command(after_help = "Example:\n  raftgatectl diff -f gateway.yaml --prune")]
     /// What `apply -f` would change (same as `apply --dry-run`).
     Diff {
         #[arg(short = 'f', long)]
@@ -235,6 +236,7 @@ enum Cmd {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000))]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl dump > gateway.yaml\n  raftgatectl dump -o json --local")]
     /// The current routes, upstreams, consumers, issuers and plans as a file
     /// `apply -f` takes (YAML; `-o json` for JSON). dump, apply, dump gives the same bytes.
     Dump {
@@ -270,6 +272,7 @@ enum ImportCmd {
 
 #[derive(Subcommand)]
 enum QuotaCmd {
+    #[command(after_help = "Example:\n  raftgatectl quota show acme -o json")]
     /// Ledger entries whose key contains FILTER (a consumer id, a quota name…):
     /// limit, held, unallocated, per-node grants, window end.
     Show {
@@ -282,12 +285,14 @@ enum QuotaCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl quota reset <KEY as quota show prints it>")]
     /// Start one entry's window over (KEY as `quota show` prints it).
     Reset { key: String },
 }
 
 #[derive(Subcommand)]
 enum RevocationCmd {
+    #[command(after_help = "Example:\n  raftgatectl revocation list --limit 50")]
     /// List revocations by key (`api_key:…`, `token:ISSUER:JTI`, …).
     List {
         #[arg(long)]
@@ -301,8 +306,12 @@ enum RevocationCmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
+    #[command(after_help = "Example:\n  raftgatectl cluster status -o json")]
     /// Every member: role, term, log indexes, replication lag, reachability.
     Status,
+    #[command(
+        after_help = "Example:\n  raftgatectl cluster add-learner --id 4 --region eu-2 --raft-addr n4:7101 --admin-addr n4:7201 --http-addr n4:8080"
+    )]
     /// Add a running node as a learner (it receives the log but does not vote).
     AddLearner {
         #[arg(long)]
@@ -316,20 +325,24 @@ enum ClusterCmd {
         #[arg(long)]
         http_addr: String,
     },
+    #[command(after_help = "Example:\n  raftgatectl cluster promote 4")]
     /// Make a learner a voter.
     Promote { id: u64 },
+    #[command(after_help = "Example:\n  raftgatectl cluster remove 4")]
     /// Remove a voter or learner from the cluster.
     Remove { id: u64 },
 }
 
 #[derive(Subcommand)]
 enum NodeCmd {
+    #[command(after_help = "Example:\n  raftgatectl --endpoint node-2:7201 node status")]
     /// This node's own report.
     Status,
 }
 
 #[derive(Subcommand)]
 enum SettingCmd {
+    #[command(after_help = "Example:\n  raftgatectl setting put feature.x on --expected-revision 0")]
     /// Create or replace a setting.
     Put {
         key: String,
@@ -338,6 +351,7 @@ enum SettingCmd {
         #[arg(long)]
         expected_revision: Option<u64>,
     },
+    #[command(after_help = "Example:\n  raftgatectl setting get feature.x --local")]
     /// Read one setting.
     Get {
         key: String,
@@ -345,6 +359,7 @@ enum SettingCmd {
         #[arg(long)]
         local: bool,
     },
+    #[command(after_help = "Example:\n  raftgatectl setting list --after feature.a --limit 50")]
     /// List settings in key order, a page at a time.
     List {
         #[arg(long)]
@@ -354,6 +369,7 @@ enum SettingCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl setting delete feature.x")]
     /// Delete a setting.
     Delete {
         key: String,
@@ -709,4 +725,36 @@ async fn object_command<F: clap::Args + FromFlags>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command a user can run shows an example in its `--help`.
+    #[test]
+    fn every_leaf_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            if subs.is_empty() {
+                let text = [cmd.get_after_help(), cmd.get_long_about(), cmd.get_about()]
+                    .iter()
+                    .flatten()
+                    .map(|s| s.to_string())
+                    .collect::<String>();
+                if !text.contains("Example") {
+                    missing.push(path);
+                }
+                return;
+            }
+            for s in subs {
+                walk(s, format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "raftgatectl".into(), &mut missing);
+        assert!(missing.is_empty(), "no example in --help of: {missing:?}");
+        Cli::command().debug_assert();
+    }
 }

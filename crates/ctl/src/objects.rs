@@ -16,6 +16,7 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 
 #[derive(Subcommand)]
 pub enum ObjectCmd<F: Args> {
+    #[command(after_help = "Example:\n  raftgatectl route apply -f routes.yaml   (the same for every object kind)")]
     /// Create or replace objects from a file (`-f`, `-` for stdin) or from flags.
     Apply {
         #[arg(short = 'f', long, conflicts_with = "id")]
@@ -26,6 +27,7 @@ pub enum ObjectCmd<F: Args> {
         #[arg(long)]
         expected_revision: Option<u64>,
     },
+    #[command(after_help = "Example:\n  raftgatectl route get users -o yaml")]
     /// Show one object.
     Get {
         id: String,
@@ -33,6 +35,7 @@ pub enum ObjectCmd<F: Args> {
         #[arg(long)]
         local: bool,
     },
+    #[command(after_help = "Example:\n  raftgatectl route list --after users --limit 50")]
     /// List objects in id order, a page at a time.
     List {
         #[arg(long)]
@@ -42,6 +45,7 @@ pub enum ObjectCmd<F: Args> {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    #[command(after_help = "Example:\n  raftgatectl route delete users --expected-revision 42")]
     /// Delete an object.
     Delete {
         id: String,
