@@ -271,11 +271,15 @@ pub async fn http_get(addr: &str, path: &str, host: &str) -> Option<(u16, String
 
 /// [`http_get`] with extra request headers.
 pub async fn http_get_with(addr: &str, path: &str, host: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")).await
+}
+
+/// Writes one HTTP/1.1 request on a new connection, reads to the end; (status, body).
+async fn exchange(addr: &str, request: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
+    s.write_all(request.as_bytes()).await.ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -286,19 +290,12 @@ pub async fn http_get_with(addr: &str, path: &str, host: &str, headers: &[(&str,
 
 /// Sends one `method` request with a JSON body; returns (status, body).
 pub async fn http_send_json(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.ok()?.ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
+    let len = body.len();
+    exchange(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}"),
+    )
+    .await
 }
 
 /// A minimal upstream on loopback: answers every request with `name` and

@@ -332,17 +332,8 @@ fn read_text(path: &PathBuf) -> Result<String, String> {
 }
 
 pub fn read_objects(path: &PathBuf) -> Result<Vec<Value>, String> {
-    let mut text = String::new();
+    let text = read_text(path)?;
     let name = path.display();
-    let read = if path.as_os_str() == "-" {
-        std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_string(&mut text)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
-    };
-    read.map_err(|e| format!("cannot read {name}: {e}"))?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("{name} is larger than {MAX_FILE_BYTES} bytes"));
-    }
     let mut objects = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| format!("{name}: {e}"))?;
