@@ -262,6 +262,15 @@ async fn roles_tokens_certificates_and_a_tamper_evident_audit_trail() {
     assert!(upstream.get("before").is_none() && upstream["after"].is_string(), "created: no before, an after digest");
     assert!(records.iter().any(|r| r["principal"] == "bob" && r["rpc"] == "ApplyRoute" && r["action"] == "denied"));
     assert!(records.iter().any(|r| r["principal"] == "carol" && r["rpc"] == "ApplyPlan" && r["outcome"] == "applied"));
+    let outcome = |r: &Value| r["outcome"].as_str().unwrap_or("").to_string();
+    assert!(
+        records.iter().any(|r| r["principal"] == "alice" && outcome(r).contains("expired")),
+        "a real, expired token"
+    );
+    assert!(
+        !records.iter().any(|r| outcome(r).contains("unknown or deleted") || r["principal"] == "anonymous"),
+        "made-up credentials are only logged"
+    );
     for w in records.windows(2) {
         assert_eq!(w[1]["prev"], w[0]["hash"], "each record links to the one before");
         assert_eq!(w[1]["seq"].as_u64().unwrap(), w[0]["seq"].as_u64().unwrap() + 1);

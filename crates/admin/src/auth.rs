@@ -263,13 +263,19 @@ impl Authority {
             Ok(Some(w)) => w,
             Ok(None) if !self.required => ("local".to_string(), Role::Admin, "open"),
             Ok(None) => {
-                self.deny("anonymous", None, &rpc, "no credential");
+                self.deny("anonymous", None, &rpc, "no credential", false);
                 return Err(Status::unauthenticated(
                     "authentication required: present an admin token (--token, RAFTGATE_TOKEN) or a client certificate",
                 ));
             }
             Err((who, why)) => {
-                self.deny(&who, None, &rpc, &why);
+                // Made-up credentials cost an attacker nothing: only the log
+                // keeps those, so they cannot push real records out of the
+                // bounded trail. Failures that name a real token or operator,
+                // or a certificate our CA signed, are recorded.
+                let made_up =
+                    who == "anonymous" || who == "node assertion" || why.starts_with("unknown or deleted admin token");
+                self.deny(&who, None, &rpc, &why, !made_up);
                 return Err(Status::unauthenticated(format!("{why}; ask an admin for a valid credential")));
             }
         };
@@ -280,7 +286,7 @@ impl Authority {
         // Without authentication there is nothing to authorise either.
         if self.required && !allows(role, need) {
             let why = format!("role {role} may not call {rpc}");
-            self.deny(&principal, Some(role), &rpc, &why);
+            self.deny(&principal, Some(role), &rpc, &why, true);
             return Err(Status::permission_denied(format!("{why}; it needs {}", needed_roles(need))));
         }
         Ok(Caller { actor: Actor { principal, role, rpc }, method })
@@ -295,8 +301,12 @@ impl Authority {
         need(rpc).is_some_and(|n| allows(c.actor.role, n))
     }
 
-    fn deny(&self, principal: &str, role: Option<Role>, rpc: &str, reason: &str) {
+    /// Logs a refusal and, with `record`, queues it for the audit trail.
+    fn deny(&self, principal: &str, role: Option<Role>, rpc: &str, reason: &str, record: bool) {
         tracing::warn!(principal, role = role.map(Role::as_str), rpc, reason, "admin request refused");
+        if !record {
+            return;
+        }
         let rpc: String = rpc.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
         let denial = Denial {
             principal: principal.chars().filter(|c| !c.is_control()).take(256).collect(),
