@@ -30,8 +30,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+/// A port nothing listens on, below the kernel's ephemeral range (32768 and
+/// up): a port taken from that range could be grabbed by an outgoing
+/// connection before the node binds it. Unique within this process.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7_919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base.wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Addresses of one node.
@@ -183,6 +195,15 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for n in &self.nodes {
             eprintln!("===== node {} log =====\n{}", n.addrs.id, n.log());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what its nodes logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
         }
     }
 }

@@ -43,7 +43,7 @@ async fn a_certificate_reference_is_served_for_its_hosts_without_a_restart() {
     };
     let (base_cert, base_key) = leaf("localhost");
     let (api_cert, api_key) = leaf("api.example.test");
-    let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let https = format!("127.0.0.1:{}", raftgate_tests::free_port());
     let extra = format!(
         "\n[https]\nlisten = \"{https}\"\ncertificates = [{{ hosts = [\"localhost\"], cert_file = \"{base_cert}\", key_file = \"{base_key}\" }}]\n"
     );
