@@ -93,14 +93,13 @@ pub(crate) fn list_audit(msg: &pb::ListAuditRequest, limit: usize) -> impl FnOnc
     move |a| {
         let trail = a.state.audit();
         let head_seq = trail.head().0;
-        let records: Vec<String> = if tail > 0 {
-            trail.tail(tail.min(limit)).map(|r| serde_json::to_string(r).expect("records serialize")).collect()
-        } else {
-            trail.after(after).take(limit).map(|r| serde_json::to_string(r).expect("records serialize")).collect()
-        };
-        let last = if tail > 0 { head_seq } else { after + records.len() as u64 };
-        let next_after_seq = if tail == 0 && last < head_seq && !records.is_empty() { last } else { 0 };
-        pb::ListAuditReply { records_json: records, next_after_seq, head_seq }
+        let page: Vec<&raftgate_model::governance::AuditRecord> =
+            if tail > 0 { trail.tail(tail.min(limit)).collect() } else { trail.after(after).take(limit).collect() };
+        // Records that left the trail leave a gap: the next page starts after the last one sent.
+        let last = page.last().map_or(head_seq, |r| r.seq);
+        let next_after_seq = if tail == 0 && last < head_seq { last } else { 0 };
+        let records_json = page.iter().map(|r| serde_json::to_string(r).expect("records serialize")).collect();
+        pb::ListAuditReply { records_json, next_after_seq, head_seq }
     }
 }
 

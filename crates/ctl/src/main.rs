@@ -197,8 +197,8 @@ enum Cmd {
     /// Who the node takes you for, and your role.
     #[command(after_help = "Examples:\n  raftgatectl whoami\n  RAFTGATE_TOKEN=rgt_… raftgatectl whoami -o json")]
     Whoami,
-    /// Make the cluster match a file of routes, upstreams, consumers, issuers
-    /// and plans, in one atomic write (all or nothing).
+    /// Make the cluster match a file of routes, upstreams, consumers, issuers,
+    /// plans and certificate references, in one atomic write (all or nothing).
     ///
     /// Kinds the file leaves out are left alone; --prune deletes objects of
     /// the kinds it lists that it does not name. Example:
@@ -237,7 +237,7 @@ enum Cmd {
         limit: u32,
     },
     #[command(after_help = "Example:\n  raftgatectl dump > gateway.yaml\n  raftgatectl dump -o json --local")]
-    /// The current routes, upstreams, consumers, issuers and plans as a file
+    /// The current routes, upstreams, consumers, issuers, plans and certificate references as a file
     /// `apply -f` takes (YAML; `-o json` for JSON). dump, apply, dump gives the same bytes.
     Dump {
         #[arg(long)]
