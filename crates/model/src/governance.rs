@@ -297,12 +297,6 @@ fn zero_digest() -> Digest {
     Digest([0; 32])
 }
 
-impl Default for Digest {
-    fn default() -> Self {
-        zero_digest()
-    }
-}
-
 /// What `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verification {

@@ -79,6 +79,13 @@ impl Digest {
     }
 }
 
+/// All zeros: the `prev` of the first audit record.
+impl Default for Digest {
+    fn default() -> Self {
+        Self([0; 32])
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {
