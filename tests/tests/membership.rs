@@ -73,6 +73,18 @@ async fn a_learner_joins_is_promoted_and_removed_and_bad_changes_are_refused() {
     assert!(ok, "remove: {err}");
     assert!(out.contains("voters [1]") && out.contains("learners []"), "{out}");
     put(&ep, "after.remove", "y").await.expect("write after removal");
+
+    // Each accepted change is in the audit trail; the refused ones changed nothing and are not.
+    let (ok, out, err) = ctl(&["--endpoint", &ep, "-o", "json", "audit", "list"]);
+    assert!(ok, "{err}");
+    let actions: Vec<String> = serde_json::from_str::<serde_json::Value>(&out).unwrap()["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["object"] == "node/2")
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["add_learner", "promote", "remove_node"], "{out}");
     let (ok, _, err) = ctl(&["--endpoint", &ep, "cluster", "remove", "7"]);
     assert!(!ok && err.contains("not a member"), "{err}");
 }

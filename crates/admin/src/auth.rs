@@ -315,6 +315,7 @@ impl Authority {
             reason: reason.chars().take(512).collect(),
             node: self.node.id(),
             at_ms: self.now_ms(),
+            count: 1,
         };
         match self.denials.try_send(denial) {
             Ok(()) => {}

@@ -151,6 +151,18 @@ pub async fn run_denial_recorder(
         if rx.recv_many(&mut batch, MAX_DENIALS_PER_COMMAND).await == 0 {
             return;
         }
+        // A flood of the same refusal becomes one record with a count.
+        let mut merged: Vec<Denial> = Vec::with_capacity(batch.len());
+        for d in batch.drain(..) {
+            match merged
+                .iter_mut()
+                .find(|m| (&m.principal, m.role, &m.rpc, &m.reason) == (&d.principal, d.role, &d.rpc, &d.reason))
+            {
+                Some(m) => m.count = m.count.saturating_add(d.count).min(1_000_000),
+                None => merged.push(d),
+            }
+        }
+        batch = merged;
         let req = pb::RecordDenialsRequest { denials_json: serde_json::to_string(&batch).expect("denials serialize") };
         let sent = match link.client(&own_admin_addr) {
             Ok(mut c) => c.record_denials(link.node_request(req)).await.map(|_| ()),

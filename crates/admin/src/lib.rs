@@ -228,6 +228,7 @@ impl Admin for AdminService {
         };
         info.validate().map_err(|e| invalid("member", e))?;
         let local = self.node.add_learner(member.id, info).await.map(membership_reply);
+        self.audit_membership(&origin, &local, "add_learner", member.id).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.add_learner(r).await }).await
     }
 
@@ -235,6 +236,7 @@ impl Admin for AdminService {
         let origin = forward::origin(&req);
         let msg = req.into_inner();
         let local = self.node.promote(msg.id).await.map(membership_reply);
+        self.audit_membership(&origin, &local, "promote", msg.id).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.promote(r).await }).await
     }
 
@@ -242,6 +244,7 @@ impl Admin for AdminService {
         let origin = forward::origin(&req);
         let msg = req.into_inner();
         let local = self.node.remove(msg.id).await.map(membership_reply);
+        self.audit_membership(&origin, &local, "remove", msg.id).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.remove_node(r).await }).await
     }
 
@@ -618,6 +621,23 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// Records a membership change this node (the leader) made. openraft
+    /// writes the change as its own entry, so the record follows it in the
+    /// next one; if that write fails the change stands and the log says so.
+    async fn audit_membership(
+        &self,
+        origin: &forward::Origin,
+        done: &Result<pb::MembershipReply, ClusterError>,
+        action: &str,
+        node: u64,
+    ) {
+        let Ok(reply) = done else { return };
+        let command = Command::MembershipChanged { action: action.into(), node, log_index: reply.log_index };
+        if let Err(e) = self.node.write_as(command, origin.actor()).await {
+            tracing::error!(action, node, error = %e, "membership change made but not written to the audit trail");
+        }
+    }
+
     /// Plans against the leader's state (so a follower forwards) and writes
     /// the plan as one batch; a dry run or an empty plan writes nothing.
     async fn apply_config_local(

@@ -172,6 +172,13 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_revision: Option<u64>,
     },
+    /// A membership change (made by openraft's own entry) for the audit
+    /// trail: `action` is add_learner, promote or remove. Changes nothing else.
+    MembershipChanged {
+        action: String,
+        node: NodeId,
+        log_index: u64,
+    },
     /// Object writes applied all together or not at all (a declarative
     /// `apply -f`): if any is rejected, none takes effect.
     Batch {
@@ -219,6 +226,11 @@ impl Command {
             Command::RecordDenials { .. } => "record_denials",
             Command::Batch { .. } => "batch",
             Command::PutCertificate { .. } => "put_certificate",
+            Command::MembershipChanged { action, .. } => match action.as_str() {
+                "add_learner" => "add_learner",
+                "promote" => "promote",
+                _ => "remove_node",
+            },
             Command::DeleteCertificate { .. } => "delete_certificate",
         }
     }

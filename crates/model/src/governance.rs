@@ -159,13 +159,27 @@ pub struct Denial {
     pub role: Option<Role>,
     pub rpc: String,
     pub reason: String,
-    /// The node that refused it, and its clock at that moment.
+    /// The node that refused it, and its clock at that moment (the first, if several).
     pub node: NodeId,
     pub at_ms: u64,
+    /// The same refusal repeated this many times in one batch (at most 1,000,000).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl Denial {
     pub fn validate(&self) -> Result<(), FieldError> {
+        if self.count == 0 || self.count > 1_000_000 {
+            return Err(field_err("count", "must be 1 to 1000000"));
+        }
         validate_principal(&self.principal)?;
         validate_name("rpc", &self.rpc)?;
         validate_text("reason", &self.reason)

@@ -266,6 +266,8 @@ impl State {
         if let Command::Batch { commands } = command {
             return self.apply_batch(leader_time_ms, commands, actor);
         }
+        // Node traffic (lease batches, refusal records) is not an admin write.
+        let actor = actor.filter(|_| !matches!(command, Command::QuotaLeases { .. } | Command::RecordDenials { .. }));
         let Some(actor) = actor else { return self.apply(leader_time_ms, command) };
         let object = self.audited_object(command);
         let before = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
@@ -339,6 +341,7 @@ impl State {
             Command::DeleteOperator { id, .. } => ("operator", id.to_string()),
             Command::CreateAdminToken { id, .. } | Command::DeleteAdminToken { id } => ("admin_token", id.to_string()),
             Command::PutCertificate { certificate, .. } => ("certificate", certificate.id.to_string()),
+            Command::MembershipChanged { node, .. } => ("node", node.to_string()),
             Command::DeleteCertificate { id, .. } => ("certificate", id.to_string()),
             Command::QuotaLeases { .. } | Command::RecordDenials { .. } | Command::Batch { .. } => return None,
         })
@@ -613,6 +616,8 @@ impl State {
             }
             Command::DeleteAdminToken { id } => delete(&mut self.admin_tokens, "admin_token", id, None, revision)?,
             Command::Batch { commands } => return self.apply_batch(leader_time_ms, commands, None),
+            // The change itself is openraft's membership entry; this is its audit record.
+            Command::MembershipChanged { .. } => Effect::Audited { revision },
             Command::PutCertificate { certificate, expected_revision } => {
                 certificate.validate().map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
                 let effect = put(
@@ -654,7 +659,10 @@ impl State {
                         rpc: d.rpc.clone(),
                         action: "denied".into(),
                         object: format!("node/{}", d.node),
-                        outcome: format!("denied: {}", d.reason),
+                        outcome: match d.count {
+                            1 => format!("denied: {}", d.reason),
+                            n => format!("denied {n} times: {}", d.reason),
+                        },
                         before: None,
                         after: None,
                     });

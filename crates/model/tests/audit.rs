@@ -79,3 +79,30 @@ fn a_batch_applies_whole_or_not_at_all() {
     assert!(s.apply(3_000, &nested).is_err());
     assert!(s.apply(3_000, &Command::Batch { commands: vec![] }).is_err());
 }
+
+#[test]
+fn node_traffic_is_not_audited_and_membership_changes_are() {
+    use raftgate_model::traffic::{LeaseAsk, QuotaKey, QuotaScope, Window};
+    let mut s = State::default();
+    let node = Actor { principal: "node:1".into(), role: Role::Node, rpc: "SubmitQuotaLeases".into() };
+    let ask = LeaseAsk {
+        key: QuotaKey {
+            scope: QuotaScope::Route(ObjectId::parse("r").unwrap()),
+            quota: ObjectId::parse("q").unwrap(),
+            value: "v".into(),
+            window: Window::Minute,
+            window_start_ms: 0,
+        },
+        epoch: 0,
+        want: 1,
+        give_back: 0,
+    };
+    s.apply_as(1_000, &Command::QuotaLeases { node: 1, incarnation: 1, asks: vec![ask] }, Some(&node)).unwrap();
+    assert_eq!(s.audit().len(), 0, "lease batches would flood the trail");
+
+    let admin = Actor { principal: "carol".into(), role: Role::Admin, rpc: "AddLearner".into() };
+    let change = Command::MembershipChanged { action: "add_learner".into(), node: 4, log_index: 17 };
+    s.apply_as(2_000, &change, Some(&admin)).unwrap();
+    let r = s.audit().tail(1).next().unwrap();
+    assert_eq!((r.principal.as_str(), r.action.as_str(), r.object.as_str()), ("carol", "add_learner", "node/4"));
+}

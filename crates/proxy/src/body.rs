@@ -237,3 +237,80 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&hold), 1);
     }
 }
+
+/// Parses JSON like `serde_json`, but refuses an object with a key twice:
+/// a validator and an upstream must not be able to read different values
+/// (`serde_json` keeps the last, other parsers the first).
+pub fn parse_json_strict(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    struct Strict(Value);
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Strict;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+            Ok(Strict(Value::Bool(v)))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+            Ok(Strict(Value::from(v)))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+            Ok(Strict(Value::from(v)))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+            Ok(Strict(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+            Ok(Strict(Value::String(v.to_string())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+            Ok(Strict(Value::String(v)))
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict(Value::Null))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Strict(Value::Array(out)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format!("the key {key:?} appears twice in one object")));
+                }
+                let Strict(v) = map.next_value()?;
+                out.insert(key, v);
+            }
+            Ok(Strict(Value::Object(out)))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+            d.deserialize_any(StrictVisitor)
+        }
+    }
+
+    serde_json::from_slice::<Strict>(bytes).map(|s| s.0).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod strict_json_tests {
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(super::parse_json_strict(br#"{"a":1,"b":[{"c":true}]}"#).is_ok());
+        let e = super::parse_json_strict(br#"{"role":"user","role":"admin"}"#).unwrap_err();
+        assert!(e.contains("\"role\" appears twice"), "{e}");
+        assert!(super::parse_json_strict(br#"{"x":[{"k":1,"k":2}]}"#).is_err());
+        assert_eq!(super::parse_json_strict(b"12.5").unwrap(), serde_json::json!(12.5));
+    }
+}

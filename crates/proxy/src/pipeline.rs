@@ -137,13 +137,15 @@ async fn proxy(
     let has_body = !http_body::Body::is_end_stream(req.body());
     let (parts, body) = req.into_parts();
     let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+    // Bodiless reads (GET, HEAD, a preflight…) have nothing to check.
+    let reads = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE);
     let (body, body_too_large, has_body, checked_len) = match &route.request_schema {
-        Some(_) => {
+        Some(_) if !reads || has_body => {
             let bytes = validated_body(snapshot, &route, &parts.headers, body, limit, idle).await?;
             let len = bytes.len();
             (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
         }
-        None => {
+        _ => {
             let limited = Limited::new(body, limit);
             let tripped = limited.tripped();
             (IdleTimeout::new(limited, idle).boxed_unsync(), tripped, has_body, None)
@@ -319,6 +321,9 @@ async fn validated_body(
 ) -> Result<bytes::Bytes, GatewayError> {
     use raftgate_model::route::MAX_VALIDATED_BODY_BYTES;
     let validator = snapshot.validators.get(&route.id).ok_or(GatewayError::RouteMisconfigured)?;
+    if headers.get_all(http::header::CONTENT_TYPE).iter().count() > 1 {
+        return Err(GatewayError::InvalidBody("the request has more than one Content-Type".into()));
+    }
     let json = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
         let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         media == "application/json" || media.ends_with("+json")
@@ -327,13 +332,15 @@ async fn validated_body(
         return Err(GatewayError::InvalidBody("the body must be JSON (Content-Type: application/json)".into()));
     }
     let max = limit.min(MAX_VALIDATED_BODY_BYTES) as usize;
-    let collected = http_body_util::Limited::new(IdleTimeout::new(body, idle), max).collect().await;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
-        Err(_) => return Err(GatewayError::BadRequest),
+    // The whole body within the route's timeout, not just each chunk within the idle timeout.
+    let total = Duration::from_millis(u64::from(route.timeout_ms.unwrap_or(DEFAULT_ROUTE_TIMEOUT_MS)));
+    let collect = http_body_util::Limited::new(IdleTimeout::new(body, idle), max).collect();
+    let bytes = match tokio::time::timeout(total, collect).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
+        Ok(Err(_)) | Err(_) => return Err(GatewayError::BadRequest),
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    let value = crate::body::parse_json_strict(&bytes)
         .map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
     if let Some(err) = validator.iter_errors(&value).next() {
         let at = err.instance_path().to_string();

@@ -24,7 +24,7 @@ async fn request_bodies_are_checked_against_the_schema_before_the_upstream_sees_
         "additionalProperties": false
     });
     let gw = TestGateway::start(
-        json!([{"id": "create", "upstream": "pets", "paths": [{"exact": "/pets"}], "methods": ["POST"],
+        json!([{"id": "create", "upstream": "pets", "paths": [{"exact": "/pets"}], "methods": ["GET", "POST"],
                 "request_schema": schema}]),
         json!([upstream("pets", up.addr)]),
     )
@@ -52,6 +52,19 @@ async fn request_bodies_are_checked_against_the_schema_before_the_upstream_sees_
 
     let form = send(&client, post(gw.url("/pets"), "text/plain", r#"{"name":"rex"}"#)).await;
     assert_eq!(form.status, 400);
+
+    // What a validator and an upstream could read differently is refused.
+    let twice = send(&client, post(gw.url("/pets"), "application/json", r#"{"name":"rex","name":7}"#)).await;
+    assert_eq!(twice.status, 400);
+    assert!(twice.json()["error"]["message"].as_str().unwrap().contains("appears twice"));
+    let two_types = Request::post(gw.url("/pets"))
+        .header("content-type", "application/json")
+        .header("content-type", "text/plain")
+        .body(full(r#"{"name":"rex"}"#))
+        .unwrap();
+    assert_eq!(send(&client, two_types).await.status, 400);
+    // A bodiless read on the same route has nothing to check.
+    assert_eq!(get(&gw.url("/pets")).await.status, 200);
 
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(2 << 20));
     let too_big = send(&client, post(gw.url("/pets"), "application/json", &big)).await;
