@@ -42,6 +42,25 @@ pub struct Document {
     pub routes: Option<Vec<Route>>,
 }
 
+impl Document {
+    /// The kinds this document holds, with the RPCs that apply and delete
+    /// one object of that kind (a caller needs them to apply the document).
+    pub(crate) fn kinds(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        [
+            ("certificate", "ApplyCertificate", "DeleteCertificate", self.certificates.is_some()),
+            ("upstream", "ApplyUpstream", "DeleteUpstream", self.upstreams.is_some()),
+            ("issuer", "ApplyIssuer", "DeleteIssuer", self.issuers.is_some()),
+            ("plan", "ApplyPlan", "DeletePlan", self.plans.is_some()),
+            ("consumer", "ApplyConsumer", "DeleteConsumer", self.consumers.is_some()),
+            ("route", "ApplyRoute", "DeleteRoute", self.routes.is_some()),
+        ]
+        .into_iter()
+        .filter(|k| k.3)
+        .map(|(kind, apply, delete, _)| (kind, apply, delete))
+        .collect()
+    }
+}
+
 /// One change of a plan: what it does, and the command that does it.
 pub(crate) struct Change {
     pub action: &'static str,

@@ -498,18 +498,8 @@ impl Admin for AdminService {
         let origin = forward::origin(&req);
         let msg = req.into_inner();
         let doc = declarative::parse(&msg.document_json)?;
-        let kinds = [
-            ("certificate", doc.certificates.is_some()),
-            ("upstream", doc.upstreams.is_some()),
-            ("issuer", doc.issuers.is_some()),
-            ("plan", doc.plans.is_some()),
-            ("consumer", doc.consumers.is_some()),
-            ("route", doc.routes.is_some()),
-        ];
-        for (kind, _) in kinds.into_iter().filter(|(_, present)| *present) {
-            let k = format!("{}{}", kind[..1].to_ascii_uppercase(), &kind[1..]);
-            let rpcs = [format!("Apply{k}"), format!("Delete{k}")];
-            for rpc in rpcs.iter().take(if msg.prune { 2 } else { 1 }) {
+        for (kind, apply, delete) in doc.kinds() {
+            for rpc in [apply, delete].iter().take(if msg.prune { 2 } else { 1 }) {
                 if !self.authority.permits(origin.caller.as_ref(), rpc) {
                     let role = origin.caller.as_ref().map_or("none".to_string(), |c| c.actor.role.to_string());
                     return Err(Status::permission_denied(format!(

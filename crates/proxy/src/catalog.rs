@@ -98,29 +98,46 @@ pub fn is_catch_all(route: &Route) -> bool {
         }
 }
 
-/// Request counts by (method, path template), bounded.
+/// Request counts by (method, path template), bounded. Entries are found
+/// by a keyed hash of the pieces, so counting a known template allocates
+/// nothing (catch-all routes pass every request through here).
 pub struct UnknownPaths {
-    shards: Vec<Mutex<HashMap<(String, String), u64>>>,
+    shards: Vec<Mutex<HashMap<u64, Unknown>>>,
+    keys: std::collections::hash_map::RandomState,
     overflow: AtomicU64,
+}
+
+struct Unknown {
+    method: String,
+    template: String,
+    count: u64,
 }
 
 impl Default for UnknownPaths {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), overflow: AtomicU64::new(0) }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            keys: Default::default(),
+            overflow: AtomicU64::new(0),
+        }
     }
 }
 
 impl UnknownPaths {
     pub fn record(&self, method: &str, path: &str) {
-        let key = (method.chars().take(16).collect::<String>(), template(path));
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let shard = &self.shards[h.finish() as usize % SHARDS];
+        let method = method.get(..16).unwrap_or(method);
+        let mut h = std::hash::BuildHasher::build_hasher(&self.keys);
+        method.hash(&mut h);
+        for piece in pieces(path) {
+            piece.hash(&mut h);
+        }
+        let key = h.finish();
+        let shard = &self.shards[key as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&key) {
-            *n += 1;
+        if let Some(e) = map.get_mut(&key) {
+            e.count += 1;
         } else if map.len() < MAX_UNKNOWN_PATHS / SHARDS {
-            map.insert(key, 1);
+            map.insert(key, Unknown { method: method.to_string(), template: template(path), count: 1 });
         } else {
             self.overflow.fetch_add(1, Relaxed);
         }
@@ -131,7 +148,7 @@ impl UnknownPaths {
         let mut all: Vec<(String, String, u64)> = Vec::new();
         for s in &self.shards {
             let map = s.lock().unwrap_or_else(|p| p.into_inner());
-            all.extend(map.iter().map(|((m, t), n)| (m.clone(), t.clone(), *n)));
+            all.extend(map.values().map(|e| (e.method.clone(), e.template.clone(), e.count)));
         }
         all.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
         all.truncate(limit);
@@ -142,39 +159,44 @@ impl UnknownPaths {
 /// A path with its variable parts replaced: numbers `{n}`, UUIDs `{uuid}`,
 /// long hex `{hex}`, other long or mixed tokens `{id}`.
 pub fn template(path: &str) -> String {
-    let mut out = String::new();
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    for (i, seg) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        if i == MAX_SEGMENTS {
-            out.push_str("/…");
-            break;
-        }
-        out.push('/');
-        out.push_str(&segment(seg));
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    pieces(path).collect()
 }
 
-fn segment(s: &str) -> String {
+/// The template's pieces, in order: `/`, a segment or its placeholder, …
+fn pieces(path: &str) -> impl Iterator<Item = &str> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut segments = path.split('/').filter(|s| !s.is_empty()).enumerate().peekable();
+    let root = segments.peek().is_none().then_some("/");
+    let parts =
+        segments.take(MAX_SEGMENTS + 1).flat_map(
+            |(i, seg)| {
+                if i == MAX_SEGMENTS {
+                    ["/…", ""]
+                } else {
+                    ["/", segment(seg)]
+                }
+            },
+        );
+    root.into_iter().chain(parts.filter(|p| !p.is_empty()))
+}
+
+fn segment(s: &str) -> &str {
     let hex = |c: char| c.is_ascii_hexdigit();
     if s.chars().all(|c| c.is_ascii_digit()) {
-        return "{n}".into();
+        return "{n}";
     }
     let b = s.as_bytes();
     if s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') && s.chars().filter(|c| *c != '-').all(hex) {
-        return "{uuid}".into();
+        return "{uuid}";
     }
     if s.len() >= 16 && s.chars().all(hex) {
-        return "{hex}".into();
+        return "{hex}";
     }
     let digits = s.chars().filter(char::is_ascii_digit).count();
     if s.chars().count() > MAX_SEGMENT_CHARS || (s.len() >= 12 && digits > 0 && digits * 4 >= s.len()) {
-        return "{id}".into();
+        return "{id}";
     }
-    s.to_string()
+    s
 }
 
 #[cfg(test)]
