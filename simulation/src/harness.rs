@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use tonic::Code;
 use turmoil::Sim;
 
+use crate::dataplane::{self, Target};
 use crate::history::{History, Kind, Record, REGISTER_PREFIX};
 use crate::invariants::{state_digest, Checker};
 use crate::net;
@@ -37,6 +38,16 @@ const REGISTERS: usize = 3;
 pub const LEASE_LIMIT: u64 = 500;
 /// After healing, the cluster must converge within this much simulated time.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+/// A restarted node's data plane serves its routes again within this long
+/// (it replays its log and publishes the routes it holds).
+const RESTART_GRACE_US: u64 = 2_000_000;
+/// The `t_apply` of the revocation bound: how long a node that has learned
+/// of a commit takes to apply it (in the simulation, the same millisecond).
+pub const T_APPLY_MS: u64 = 5;
+/// Fencing: a node cut off from a quorum refuses authenticated requests
+/// once its view is older than max_staleness - d_max, which is at most
+/// max_staleness after the cut; this much more covers the 1 ms step.
+const FENCE_SLACK_US: u64 = 2_000;
 
 /// A node of the simulated cluster; its host is named `n{id}`.
 #[derive(Clone, Debug)]
@@ -95,6 +106,13 @@ pub struct Options {
     pub max_ack_gap: Duration,
     /// Longest a failover may take, fault to a new leader with a committed entry.
     pub failover_bound: Duration,
+    /// Clients that send HTTP requests to every node's data plane.
+    pub data_plane_clients: usize,
+    /// The nodes' `identity.max_one_way_delay_ms` (d_max): at least the
+    /// largest one-way latency of any link.
+    pub max_one_way_delay_ms: u64,
+    /// The API key is revoked this long (a seeded draw) after it is made.
+    pub revoke_after_ms: (u64, u64),
 }
 
 impl Options {
@@ -113,6 +131,9 @@ impl Options {
             think_time: Duration::from_millis(20),
             max_ack_gap: Duration::from_secs(8),
             failover_bound: Duration::from_secs(5),
+            data_plane_clients: 2,
+            max_one_way_delay_ms: 100,
+            revoke_after_ms: (500, 5_000),
         }
     }
 }
@@ -160,7 +181,66 @@ pub struct Report {
     /// Lease batches acknowledged, and units granted in the end (all nodes).
     pub lease_batches: usize,
     pub units_granted: u64,
+    pub data_plane: DataPlaneReport,
     pub events: Vec<String>,
+}
+
+/// What the data-plane clients saw.
+#[derive(Clone, Debug, Default)]
+pub struct DataPlaneReport {
+    pub requests: usize,
+    /// Let through to the upstream.
+    pub passed: usize,
+    /// Authenticated requests refused with 503 by a node whose view was stale.
+    pub stale_refusals: usize,
+    /// Requests with the revoked key refused after the revocation applied somewhere.
+    pub revoked_refusals: usize,
+    /// Simulated ms from the revocation's commit (its first apply) to the
+    /// last request that passed with the key (None: none passed after it).
+    pub revoked_last_pass_ms: Option<u64>,
+    /// The revocation bound of this run: max_staleness + d_max + t_apply.
+    pub revocation_bound_ms: u64,
+    /// Simulated ms from the commit to the last node applying the revocation
+    /// (None: not revoked in this run).
+    pub revocation_applied_everywhere_ms: Option<u64>,
+}
+
+/// When things happened to each node, for the data-plane invariants.
+#[derive(Default)]
+struct Timeline {
+    /// Crashes: (down at, back up at).
+    down: BTreeMap<NodeId, Vec<(u64, Option<u64>)>>,
+    /// Cut off from a quorum of voters: (since, until).
+    isolated: BTreeMap<NodeId, Vec<(u64, Option<u64>)>>,
+    /// First time each node's applied state held the open route.
+    route_at: BTreeMap<NodeId, u64>,
+    /// First time each node's applied state held the revocation.
+    revoked_at: BTreeMap<NodeId, u64>,
+}
+
+impl Timeline {
+    fn open(intervals: &mut Vec<(u64, Option<u64>)>, at: u64) {
+        if intervals.last().is_none_or(|(_, end)| end.is_some()) {
+            intervals.push((at, None));
+        }
+    }
+
+    fn close(intervals: &mut [(u64, Option<u64>)], at: u64) {
+        if let Some((_, end @ None)) = intervals.last_mut() {
+            *end = Some(at);
+        }
+    }
+
+    /// The node was running from `from` to `to` (no crash overlapped).
+    fn up_throughout(&self, id: NodeId, from: u64, to: u64) -> bool {
+        self.down.get(&id).is_none_or(|v| v.iter().all(|&(d, u)| d > to || u.is_some_and(|u| u < from)))
+    }
+
+    /// The start of an isolation of `id` that began before `before` and
+    /// still held at `until`.
+    fn isolated_through(&self, id: NodeId, before: u64, until: u64) -> Option<u64> {
+        self.isolated.get(&id)?.iter().find(|&&(s, e)| s < before && e.is_none_or(|e| e >= until)).map(|&(s, _)| s)
+    }
 }
 
 type Registry = Rc<RefCell<BTreeMap<NodeId, Weak<ClusterNode>>>>;
@@ -177,8 +257,20 @@ pub struct Harness<'a> {
     lease_acks: Rc<Cell<usize>>,
     crashed: BTreeSet<NodeId>,
     cuts: BTreeSet<(NodeId, NodeId)>,
+    /// Directed: messages from .0 to .1 are lost.
+    blocked: BTreeSet<(NodeId, NodeId)>,
     /// Current voters and learners, as the scenario changed them.
     members: BTreeSet<NodeId>,
+    /// Current voters.
+    voters: BTreeSet<NodeId>,
+    dp: Rc<RefCell<dataplane::Log>>,
+    /// Data-plane requests checked so far.
+    dp_checked: usize,
+    timeline: Timeline,
+    dp_report: DataPlaneReport,
+    /// The nodes' max_staleness and d_max, in simulated microseconds.
+    max_staleness_us: u64,
+    d_max_us: u64,
 }
 
 fn data_root() -> std::io::Result<tempfile::TempDir> {
@@ -219,7 +311,20 @@ impl<'a> Harness<'a> {
             lease_acks: Rc::default(),
             crashed: BTreeSet::new(),
             cuts: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            voters: BTreeSet::new(),
+            dp: Rc::default(),
+            dp_checked: 0,
+            timeline: Timeline::default(),
+            dp_report: DataPlaneReport::default(),
+            max_staleness_us: 0,
+            d_max_us: 0,
         };
+        h.voters = h.members.clone();
+        let probe = h.config(&h.opts.voters[0], Vec::new());
+        h.max_staleness_us = probe.max_staleness_ms() * 1000;
+        h.d_max_us = probe.identity.max_one_way_delay_ms * 1000;
+        h.dp_report.revocation_bound_ms = probe.max_staleness_ms() + probe.identity.max_one_way_delay_ms + T_APPLY_MS;
         let voters: Vec<BootstrapMember> = h.opts.voters.iter().map(SimNode::member).collect();
         for n in h.opts.voters.clone() {
             h.add_host(&n, voters.clone());
@@ -233,7 +338,36 @@ impl<'a> Harness<'a> {
         for c in 0..h.opts.lease_clients {
             h.add_lease_client(c);
         }
+        if h.opts.data_plane_clients > 0 {
+            h.add_data_plane_clients();
+        }
         h
+    }
+
+    /// The upstream host, the client that writes routes and keys (and
+    /// revokes one), and the clients that send HTTP to every node.
+    fn add_data_plane_clients(&mut self) {
+        self.sim.host(dataplane::UPSTREAM_HOST, dataplane::run_upstream);
+        let targets: Vec<String> = self.opts.voters.iter().map(|n| n.member().admin_addr).collect();
+        let log = self.dp.clone();
+        let seed = self.opts.seed ^ 0x2545_f491_4f6c_dd1d;
+        let revoke_after = self.opts.revoke_after_ms;
+        self.sim.client("setup", async move {
+            dataplane::run_setup(targets, seed, revoke_after, log).await;
+            Ok(())
+        });
+        let nodes: Vec<(NodeId, String)> =
+            self.opts.voters.iter().chain(&self.opts.spares).map(|n| (n.id, n.member().http_addr)).collect();
+        for c in 0..self.opts.data_plane_clients {
+            let log = self.dp.clone();
+            let stop = self.stop.clone();
+            let nodes = nodes.clone();
+            let seed = self.opts.seed ^ (0xd6e8_feb8_6659_fd93u64.wrapping_mul(c as u64 + 1));
+            self.sim.client(format!("http{c}"), async move {
+                dataplane::run_client(c, nodes, seed, log, stop).await;
+                Ok(())
+            });
+        }
     }
 
     fn add_lease_client(&mut self, client: usize) {
@@ -261,6 +395,7 @@ impl<'a> Harness<'a> {
         c.raft = self.opts.timeouts.clone();
         c.bootstrap.members = bootstrap;
         c.admin.auth = raftgate_node::config::AdminAuth::None;
+        c.identity.max_one_way_delay_ms = self.opts.max_one_way_delay_ms;
         c
     }
 
@@ -273,6 +408,7 @@ impl<'a> Harness<'a> {
             async move {
                 let raft_in = net::incoming(RAFT_PORT).await?;
                 let admin_in = net::incoming(ADMIN_PORT).await?;
+                let http_in = dataplane::SimListener::bind(HTTP_PORT).await?;
                 let env = NodeEnv {
                     dialer: net::dialer(),
                     clock: WallClock::new(|| EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64),
@@ -280,7 +416,12 @@ impl<'a> Harness<'a> {
                 };
                 let node = raftgate_node::start_node(&config, env).await?;
                 registry.borrow_mut().insert(config.node.id, Arc::downgrade(&node));
-                raftgate_node::serve_node(node, &config, None, raft_in, admin_in, std::future::pending()).await?;
+                // The data plane as the node binary runs it, on simulated TCP.
+                let gateway = raftgate_node::build_data_plane(&config, &node, Some(dataplane::upstream_dial()))?;
+                tokio::spawn(raftgate_node::follow_state(node.clone(), gateway.clone(), None));
+                tokio::spawn(raftgate_proxy::server::serve(gateway.clone(), http_in, None, std::future::pending()));
+                raftgate_node::serve_node(node, &config, Some(&gateway), raft_in, admin_in, std::future::pending())
+                    .await?;
                 Ok(())
             }
         });
@@ -315,6 +456,34 @@ impl<'a> Harness<'a> {
         }
     }
 
+    /// A failure of the scenario's own making (files, setup).
+    pub fn error(&self, message: String) -> Failure {
+        self.fail(message)
+    }
+
+    /// Checks that `id` runs on a data dir the others refused: it is not
+    /// counted by the leader (its applied index stays behind the commit) and
+    /// its view vouches for nothing.
+    pub fn expect_refused(&mut self, id: NodeId) -> Result<(), Failure> {
+        let live = self.live();
+        let Some(node) = live.iter().find(|n| n.id() == id) else {
+            return Err(self.fail(format!("node {id} is not running")));
+        };
+        let status = node.status();
+        let committed =
+            self.leader().and_then(|(l, _)| live.iter().find(|n| n.id() == l)).map(|n| n.status().committed_index);
+        let view_age = node.view().view_age_ms();
+        let vouches = view_age.is_some_and(|a| a + self.d_max_us / 1000 <= self.max_staleness_us / 1000);
+        if status.role == Role::Leader || vouches || committed.flatten() <= status.applied_index {
+            return Err(self.fail(format!(
+                "node {id} on an old data dir was not refused: {} (leader committed {committed:?})",
+                self.describe(id)
+            )));
+        }
+        self.event(format!("n{id} refused: {}", self.describe(id)));
+        Ok(())
+    }
+
     fn event(&self, what: String) {
         self.history.borrow_mut().events.push(format!("{} {what}", self.now_us() / 1000));
     }
@@ -346,7 +515,9 @@ impl<'a> Harness<'a> {
             if let Some(m) = over {
                 return Err(self.fail(m));
             }
+            self.observe_data_plane_state(now, &node);
         }
+        self.check_data_plane(now)?;
         if let Some((since, label)) = self.checker.failover_pending() {
             if now - since > self.opts.failover_bound.as_micros() as u64 {
                 let m = format!("failover after {label} took longer than {:?}", self.opts.failover_bound);
@@ -355,6 +526,208 @@ impl<'a> Harness<'a> {
         }
         self.history.borrow_mut().events.extend(events);
         Ok(())
+    }
+
+    /// Notes when a node first holds the open route and the revocation.
+    fn observe_data_plane_state(&mut self, now: u64, node: &ClusterNode) {
+        let id = node.id();
+        let revoked_key = self.dp.borrow().revoked_id.as_ref().map(|k| {
+            let id = raftgate_model::ObjectId::parse(k).expect("key ids are valid ids");
+            raftgate_model::identity::RevocationTarget::ApiKey { id }.key()
+        });
+        let need_route = !self.timeline.route_at.contains_key(&id);
+        let need_revoked = revoked_key.is_some() && !self.timeline.revoked_at.contains_key(&id);
+        if !need_route && !need_revoked {
+            return;
+        }
+        let (route, revoked) = node.local_read(|a| {
+            let open = raftgate_model::ObjectId::parse("open").expect("valid id");
+            let route = need_route && a.state.routes().contains_key(&open);
+            let revoked = revoked_key.as_ref().is_some_and(|k| need_revoked && a.state.revocations().contains_key(k));
+            (route, revoked)
+        });
+        if route {
+            self.timeline.route_at.insert(id, now);
+        }
+        if revoked {
+            if self.timeline.revoked_at.is_empty() {
+                self.event(format!("revocation applied first on n{id}"));
+            }
+            self.timeline.revoked_at.insert(id, now);
+        }
+    }
+
+    /// A node's consensus status, for failure messages.
+    fn describe(&self, id: NodeId) -> String {
+        match self.live().iter().find(|n| n.id() == id) {
+            Some(n) => {
+                let s = n.status();
+                format!(
+                    "{:?} term {} applied {:?} committed {:?} view age {:?} ms",
+                    s.role, s.term, s.applied_index, s.committed_index, s.leader_view_age_ms
+                )
+            }
+            None => "down".into(),
+        }
+    }
+
+    /// Checks the data-plane requests that completed since the last step.
+    fn check_data_plane(&mut self, _now: u64) -> Result<(), Failure> {
+        let dp = self.dp.clone();
+        let dp = dp.borrow();
+        let committed = self.timeline.revoked_at.values().min().copied();
+        let bound_us = self.dp_report.revocation_bound_ms * 1000;
+        for r in &dp.requests[self.dp_checked..] {
+            self.dp_report.requests += 1;
+            if r.passed {
+                self.dp_report.passed += 1;
+            }
+            let authenticated = r.target != Target::Open;
+            if authenticated && !r.passed && r.status == Some(503) {
+                self.dp_report.stale_refusals += 1;
+            }
+            if r.target == Target::Revoked && committed.is_some_and(|c| r.sent_us >= c) && r.status == Some(401) {
+                self.dp_report.revoked_refusals += 1;
+            }
+            // Once a node has applied the revocation it never lets the key
+            // through again; no node does later than the bound after commit.
+            if r.target == Target::Revoked && r.passed {
+                if let Some(&at) = self.timeline.revoked_at.get(&r.node) {
+                    if at <= r.sent_us {
+                        return Err(self.fail(format!(
+                            "node {} let a revoked key through at {} ms, after applying its revocation at {} ms",
+                            r.node,
+                            r.sent_us / 1000,
+                            at / 1000
+                        )));
+                    }
+                }
+                if let Some(c) = committed {
+                    if r.sent_us > c + bound_us {
+                        return Err(self.fail(format!(
+                            "node {} let a revoked key through {} ms after the revocation committed (bound {} ms); now {}",
+                            r.node,
+                            (r.sent_us - c) / 1000,
+                            bound_us / 1000,
+                            self.describe(r.node)
+                        )));
+                    }
+                    if r.sent_us >= c {
+                        let late = (r.sent_us - c) / 1000;
+                        self.dp_report.revoked_last_pass_ms =
+                            Some(late.max(self.dp_report.revoked_last_pass_ms.unwrap_or(0)));
+                    }
+                }
+            }
+            // A node cut off from a quorum fences itself in time.
+            if authenticated && r.passed {
+                let fenced_by = self.max_staleness_us + FENCE_SLACK_US;
+                if let Some(since) =
+                    self.timeline.isolated_through(r.node, r.sent_us.saturating_sub(fenced_by), r.done_us)
+                {
+                    return Err(self.fail(format!(
+                        "node {} served an authenticated request {} ms after it was cut off from a quorum (max staleness {} ms)",
+                        r.node,
+                        (r.sent_us - since) / 1000,
+                        self.max_staleness_us / 1000
+                    )));
+                }
+            }
+            // The data plane never pauses: an open route is served by every
+            // running node that holds it, partitioned or not, leader or not.
+            if r.target == Target::Open && !r.passed && self.opts.fail_rate == 0.0 {
+                let held = self.timeline.route_at.get(&r.node).is_some_and(|&t| t < r.sent_us);
+                let up = self.timeline.up_throughout(r.node, r.sent_us.saturating_sub(RESTART_GRACE_US), r.done_us);
+                if held && up {
+                    return Err(self.fail(format!(
+                        "node {}'s data plane failed a request to an open route at {} ms: {}",
+                        r.node,
+                        r.sent_us / 1000,
+                        r.status.map_or("no answer".to_string(), |s| format!("status {s}"))
+                    )));
+                }
+            }
+        }
+        self.dp_checked = dp.requests.len();
+        Ok(())
+    }
+
+    /// Every data-plane client got its open route and its valid key served
+    /// (by some node: a client moves on after every request) with no gap
+    /// longer than the admin-write bound while the scenario ran.
+    fn check_data_plane_served(&self, scripted_until: u64) -> Result<(), Failure> {
+        if self.opts.data_plane_clients == 0 {
+            return Ok(());
+        }
+        let dp = self.dp.borrow();
+        let bound = self.opts.max_ack_gap.as_micros() as u64;
+        for client in 0..self.opts.data_plane_clients {
+            let mine: Vec<_> =
+                dp.requests.iter().filter(|r| r.client == client && r.sent_us <= scripted_until).collect();
+            let Some(start) = mine.first().map(|r| r.sent_us) else {
+                return Err(self.fail(format!("data-plane client {client} sent no request")));
+            };
+            for target in [Target::Open, Target::Kept] {
+                let mut last = start;
+                let served = mine.iter().filter(|r| r.target == target && r.passed).map(|r| r.done_us);
+                for t in served.chain(std::iter::once(scripted_until)) {
+                    if t.saturating_sub(last) > bound {
+                        return Err(self.fail(format!(
+                            "data-plane client {client}: no {target:?} request served from {} ms to {} ms (bound {:?})",
+                            last / 1000,
+                            t / 1000,
+                            self.opts.max_ack_gap
+                        )));
+                    }
+                    last = last.max(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes which running nodes are cut off from every leader that
+    /// could hold a quorum: nodes outside the group of voters a majority can
+    /// form over two-way links, that no member of that group can send to.
+    /// Run after any change of links, crashes or membership.
+    fn update_isolation(&mut self) {
+        let now = self.now_us();
+        let nodes: Vec<NodeId> = self.registry.borrow().keys().copied().collect();
+        let cut = |a: NodeId, b: NodeId| self.cuts.contains(&(a.min(b), a.max(b)));
+        let mut quorate = BTreeSet::new();
+        for &n in &nodes {
+            if self.crashed.contains(&n) || quorate.contains(&n) {
+                continue;
+            }
+            let mut seen = BTreeSet::from([n]);
+            let mut todo = vec![n];
+            while let Some(x) = todo.pop() {
+                for &y in &nodes {
+                    if !self.crashed.contains(&y) && !seen.contains(&y) && !cut(x, y) {
+                        seen.insert(y);
+                        todo.push(y);
+                    }
+                }
+            }
+            if seen.intersection(&self.voters).count() * 2 > self.voters.len() {
+                quorate = seen;
+                break;
+            }
+        }
+        let isolated: BTreeSet<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| !self.crashed.contains(n) && !quorate.contains(n))
+            .filter(|&n| !quorate.iter().any(|&l| !self.blocked.contains(&(l, n))))
+            .collect();
+        for &n in &nodes {
+            let intervals = self.timeline.isolated.entry(n).or_default();
+            if isolated.contains(&n) {
+                Timeline::open(intervals, now);
+            } else {
+                Timeline::close(intervals, now);
+            }
+        }
     }
 
     /// Runs for `d` of simulated time.
@@ -447,12 +820,18 @@ impl<'a> Harness<'a> {
         self.event(format!("crash n{id}"));
         self.sim.crash(host(id));
         self.crashed.insert(id);
+        let now = self.now_us();
+        Timeline::open(self.timeline.down.entry(id).or_default(), now);
+        self.update_isolation();
     }
 
     pub fn restart(&mut self, id: NodeId) {
         self.event(format!("restart n{id}"));
         self.sim.bounce(host(id));
         self.crashed.remove(&id);
+        let now = self.now_us();
+        Timeline::close(self.timeline.down.entry(id).or_default(), now);
+        self.update_isolation();
     }
 
     /// A copy of a crashed node's data dir, to be put back later.
@@ -476,8 +855,11 @@ impl<'a> Harness<'a> {
             for &y in b {
                 self.sim.partition(host(x), host(y));
                 self.cuts.insert((x.min(y), x.max(y)));
+                self.blocked.insert((x, y));
+                self.blocked.insert((y, x));
             }
         }
+        self.update_isolation();
     }
 
     /// Messages from `from` to `to` are lost; the other way works.
@@ -485,6 +867,8 @@ impl<'a> Harness<'a> {
         self.event(format!("partition n{from} -> n{to}"));
         self.sim.partition_oneway(host(from), host(to));
         self.cuts.insert((from.min(to), from.max(to)));
+        self.blocked.insert((from, to));
+        self.update_isolation();
     }
 
     /// Heals every cut link.
@@ -493,6 +877,8 @@ impl<'a> Harness<'a> {
         for (a, b) in std::mem::take(&mut self.cuts) {
             self.sim.repair(host(a), host(b));
         }
+        self.blocked.clear();
+        self.update_isolation();
     }
 
     pub fn set_link_latency(&mut self, a: NodeId, b: NodeId, latency: Duration) {
@@ -523,11 +909,15 @@ impl<'a> Harness<'a> {
             MembershipChange::AddLearner(n) => {
                 self.members.insert(n.id);
             }
-            MembershipChange::Promote(_) => {}
+            MembershipChange::Promote(id) => {
+                self.voters.insert(id);
+            }
             MembershipChange::Remove(id) => {
                 self.members.remove(&id);
+                self.voters.remove(&id);
             }
         }
+        self.update_isolation();
         Ok(())
     }
 
@@ -600,6 +990,12 @@ impl<'a> Harness<'a> {
                 )));
             }
         }
+        self.check_data_plane_served(scripted_until)?;
+        let revoked = &self.timeline.revoked_at;
+        self.dp_report.revocation_applied_everywhere_ms = revoked
+            .values()
+            .min()
+            .map(|first| (members.iter().filter_map(|m| revoked.get(m)).max().unwrap_or(first) - first) / 1000);
         let counts = history.count();
         let units_granted = self
             .live()
@@ -608,7 +1004,12 @@ impl<'a> Harness<'a> {
             .unwrap_or(0);
         Ok(Report {
             seed: self.opts.seed,
-            history_digest: history.digest(),
+            history_digest: {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&history.digest(), &mut h);
+                std::hash::Hash::hash(&self.dp.borrow().requests, &mut h);
+                std::hash::Hasher::finish(&h)
+            },
             sim_ms: self.now_us() / 1000,
             acked_writes: counts.acked_writes,
             unknown_writes: counts.unknown_writes,
@@ -617,6 +1018,7 @@ impl<'a> Harness<'a> {
             lin_inconclusive,
             lease_batches: self.lease_acks.get(),
             units_granted,
+            data_plane: self.dp_report.clone(),
             events: history.events.clone(),
         })
     }

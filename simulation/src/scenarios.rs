@@ -26,6 +26,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("rolling_restart", rolling_restart),
     ("membership_during_partition", membership_during_partition),
     ("quota_leases_partition", quota_leases_partition),
+    ("stale_data_dir", stale_data_dir),
 ];
 
 pub fn by_name(name: &str) -> Option<Scenario> {
@@ -210,6 +211,8 @@ pub fn three_regions(seed: u64) -> Result<Report, Failure> {
     let mut o = Options::lan(seed);
     o.timeouts = RaftTimeouts::wan();
     o.failover_bound = failover_bound(&o.timeouts);
+    // d_max covers the longest link (120 ms one way).
+    o.max_one_way_delay_ms = 150;
     o.max_ack_gap = o.failover_bound + secs(8);
     o.voters = vec![
         SimNode::new(1, "us"),
@@ -298,5 +301,34 @@ pub fn membership_during_partition(seed: u64) -> Result<Report, Failure> {
     h.run_for(secs(2))?;
     h.repair_all();
     h.run_for(secs(3))?;
+    h.finish()
+}
+
+/// A follower is restarted on a copy of its data dir taken before its last
+/// run (an operator restored an old backup, a volume snapshot was rolled
+/// back): it lost votes and entries it had acknowledged. The others refuse
+/// its messages and answers, so it cannot vote, be elected or count towards
+/// a commit, and its view never vouches for its old state; the cluster
+/// carries on, and the operator removes it.
+pub fn stale_data_dir(seed: u64) -> Result<Report, Failure> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut h = Harness::new("stale_data_dir", lan(seed));
+    let (leader, _) = h.await_leader()?;
+    h.run_for(secs(1))?;
+    let followers = h.followers_of(leader);
+    let victim = followers[rng.gen_range(0..followers.len())];
+    h.crash(victim);
+    h.copy_data_dir(victim, "old-copy").map_err(|e| h.error(format!("copying a data dir: {e}")))?;
+    h.restart(victim);
+    h.await_caught_up(victim)?;
+    // The victim acknowledges writes in this run, then loses them.
+    h.run_for(ms(rng.gen_range(1_000..3_000)))?;
+    h.crash(victim);
+    h.restore_data_dir(victim, "old-copy").map_err(|e| h.error(format!("restoring a data dir: {e}")))?;
+    h.restart(victim);
+    h.run_for(ms(rng.gen_range(2_000..4_000)))?;
+    h.expect_refused(victim)?;
+    h.change_membership(MembershipChange::Remove(victim))?;
+    h.run_for(secs(2))?;
     h.finish()
 }

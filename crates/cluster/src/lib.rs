@@ -14,6 +14,7 @@
 mod config;
 mod env;
 mod error;
+pub mod incarnation;
 mod network;
 mod node;
 mod raft_service;
@@ -22,6 +23,7 @@ mod view;
 pub use config::{RaftTimeouts, TimeoutError};
 pub use env::{Dialer, NodeEnv, WallClock};
 pub use error::ClusterError;
+pub use incarnation::{Incarnations, Origin};
 pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::env::Dialer;
+use crate::incarnation::{Incarnations, Origin, ORIGIN_HEADER};
 use crate::view::LeaderView;
 
 /// Largest gRPC message a node accepts or sends on the Raft transport.
@@ -52,11 +53,12 @@ pub fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
 pub struct NetworkFactory {
     view: Arc<LeaderView>,
     dialer: Dialer,
+    incarnations: Arc<Incarnations>,
 }
 
 impl NetworkFactory {
-    pub fn new(view: Arc<LeaderView>, dialer: Dialer) -> Self {
-        Self { view, dialer }
+    pub fn new(view: Arc<LeaderView>, dialer: Dialer, incarnations: Arc<Incarnations>) -> Self {
+        Self { view, dialer, incarnations }
     }
 }
 
@@ -72,7 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if let Err(e) = &client {
             tracing::warn!(target_node = target, addr = %node.raft_addr, error = %e, "invalid raft address");
         }
-        PeerClient { target, client, view: self.view.clone() }
+        PeerClient { target, client, view: self.view.clone(), incarnations: self.incarnations.clone() }
     }
 }
 
@@ -81,6 +83,7 @@ pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
     view: Arc<LeaderView>,
+    incarnations: Arc<Incarnations>,
 }
 
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, NodeInfo, E>>;
@@ -93,13 +96,40 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("openraft messages serialize to JSON")
 }
 
-fn with_deadline<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
+fn with_deadline<T>(msg: T, option: &RPCOption, origin: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(option.hard_ttl());
+    if let Ok(v) = origin.parse() {
+        req.metadata_mut().insert(ORIGIN_HEADER, v);
+    }
     req
 }
 
+/// The origin a request or answer carries (None: absent or malformed).
+pub(crate) fn origin_of(metadata: &tonic::metadata::MetadataMap) -> Option<Origin> {
+    metadata.get(ORIGIN_HEADER).and_then(|v| v.to_str().ok()).and_then(Origin::parse)
+}
+
 impl PeerClient {
+    fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
+        with_deadline(msg, option, &self.incarnations.me().encode())
+    }
+
+    /// Passes an answer on only if it comes from the peer's current run of
+    /// its data dir; one from an old copy counts as unreachable (see
+    /// [`crate::incarnation`]).
+    async fn checked<E: std::error::Error>(
+        &self,
+        reply: Result<tonic::Response<pb::RaftReply>, tonic::Status>,
+    ) -> RpcResult<Result<tonic::Response<pb::RaftReply>, tonic::Status>, E> {
+        if let Ok(r) = &reply {
+            if let Err(e) = self.incarnations.check(origin_of(r.metadata()), Some(self.target)).await {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.to_string()))));
+            }
+        }
+        Ok(reply)
+    }
+
     fn client<E: std::error::Error>(&self) -> RpcResult<RaftClient<Channel>, E> {
         self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))
     }
@@ -131,7 +161,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let msg = pb::AppendEntriesRequest { rpc: encode(&rpc), leader_quorum_age_ms: self.view.quorum_ack_age_ms() };
-        let reply = self.client()?.append_entries(with_deadline(msg, &option)).await;
+        let reply = self.client()?.append_entries(self.request(msg, &option)).await;
+        let reply = self.checked(reply).await?;
         self.decode(reply)
     }
 
@@ -147,13 +178,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             data: rpc.data,
             done: rpc.done,
         };
-        let reply = self.client()?.install_snapshot(with_deadline(msg, &option)).await;
+        let reply = self.client()?.install_snapshot(self.request(msg, &option)).await;
+        let reply = self.checked(reply).await?;
         self.decode(reply)
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let msg = pb::VoteRequest { rpc: encode(&rpc) };
-        let reply = self.client()?.vote(with_deadline(msg, &option)).await;
+        let reply = self.client()?.vote(self.request(msg, &option)).await;
+        let reply = self.checked(reply).await?;
         let resp: VoteResponse<NodeId> = self.decode(reply)?;
         if !resp.vote_granted && resp.last_log_id > rpc.last_log_id {
             // The election timer backs off: a more up-to-date node should win.

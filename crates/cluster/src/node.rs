@@ -115,6 +115,7 @@ pub struct ClusterNode {
     log: LogStore<SledKv>,
     sm: StateMachineStore<SledKv>,
     view: Arc<LeaderView>,
+    incarnations: Arc<crate::incarnation::Incarnations>,
     timeouts: RaftTimeouts,
     env: NodeEnv,
     sealer: tokio::task::JoinHandle<()>,
@@ -129,6 +130,8 @@ pub enum StartError {
     Config(String),
     #[error("raft did not start: {0}")]
     Raft(String),
+    #[error("recording this run of the data dir: {0}")]
+    Incarnation(String),
 }
 
 fn forward(f: ForwardToLeader<NodeId, NodeInfo>) -> ClusterError {
@@ -167,14 +170,17 @@ impl ClusterNode {
             timeouts.openraft_config(cluster_name).validate().map_err(|e| StartError::Config(e.to_string()))?;
         let (log, sm) = raftgate_store::open(data_dir, STORE_CACHE_BYTES, env.flush).await?;
         let view = Arc::new(LeaderView::default());
-        let network = NetworkFactory::new(view.clone(), env.dialer.clone());
+        let incarnations =
+            crate::incarnation::Incarnations::start(id, log.kv().clone()).await.map_err(StartError::Incarnation)?;
+        let network = NetworkFactory::new(view.clone(), env.dialer.clone(), incarnations.clone());
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        spawn_quorum_ack_recorder(raft.metrics(), view.clone());
+        spawn_quorum_ack_recorder(raft.metrics(), view.clone(), log.clone(), incarnations.clone());
+        spawn_apply_recorder(sm.subscribe(), view.clone());
         let sealer = spawn_sealer(log.clone());
         let elections = spawn_election_timer(raft.clone(), view.clone(), &timeouts);
-        Ok(Arc::new(Self { id, info, raft, log, sm, view, timeouts, env, sealer, elections }))
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, incarnations, timeouts, env, sealer, elections }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -199,7 +205,7 @@ impl ClusterNode {
 
     /// The gRPC service peers use to reach this node's Raft.
     pub fn raft_service(&self) -> RaftService {
-        RaftService::new(self.raft.clone(), self.view.clone())
+        RaftService::new(self.raft.clone(), self.view.clone(), self.incarnations.clone())
     }
 
     /// A copy of the current metrics (never hold the watch guard: it blocks Raft).
@@ -493,24 +499,47 @@ fn spawn_sealer(mut log: LogStore<SledKv>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Keeps `view` told how far this node has applied, so that a view waiting
+/// for its commit index to be applied is credited (see [`LeaderView`]).
+fn spawn_apply_recorder(mut applied: tokio::sync::watch::Receiver<u64>, view: Arc<LeaderView>) {
+    tokio::spawn(async move {
+        loop {
+            let index = *applied.borrow_and_update();
+            // The watch carries the index, 0 for nothing (index 0 is the
+            // bootstrap membership entry, applied before any view matters).
+            view.record_applied(Some(index));
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Keeps `view` told when a quorum last acknowledged this node as leader.
 /// Metrics change whenever the leader's lease is extended, so recording the
 /// instant (now - age) at each change keeps the age right between changes.
 fn spawn_quorum_ack_recorder(
     mut metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
     view: Arc<LeaderView>,
+    log: LogStore<SledKv>,
+    incarnations: Arc<crate::incarnation::Incarnations>,
 ) {
     tokio::spawn(async move {
+        let mut members = BTreeSet::new();
         loop {
-            let ack = {
+            let (ack, now_members) = {
                 let m = metrics.borrow_and_update();
-                if m.state == ServerState::Leader {
-                    m.millis_since_quorum_ack
-                } else {
-                    None
-                }
+                let ack = if m.state == ServerState::Leader { m.millis_since_quorum_ack } else { None };
+                let now_members: BTreeSet<NodeId> = m.membership_config.nodes().map(|(id, _)| *id).collect();
+                (ack, now_members)
             };
-            view.record_leader_metrics(ack);
+            view.record_leader_metrics(ack, log.committed_index());
+            if now_members != members {
+                if let Err(e) = incarnations.forget_all_but(&now_members).await {
+                    tracing::error!(error = %e, "forgetting removed nodes' data dir runs");
+                }
+                members = now_members;
+            }
             if metrics.changed().await.is_err() {
                 return;
             }

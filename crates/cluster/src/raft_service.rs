@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::incarnation::{Incarnations, ORIGIN_HEADER};
+use crate::network::origin_of;
 use crate::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::view::LeaderView;
 use crate::Raft;
@@ -19,11 +21,30 @@ use crate::Raft;
 pub struct RaftService {
     raft: Raft,
     view: Arc<LeaderView>,
+    incarnations: Arc<Incarnations>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, view: Arc<LeaderView>) -> Self {
-        Self { raft, view }
+    pub fn new(raft: Raft, view: Arc<LeaderView>, incarnations: Arc<Incarnations>) -> Self {
+        Self { raft, view, incarnations }
+    }
+
+    /// Refuses a request from an old copy of a peer's data dir (see
+    /// [`crate::incarnation`]).
+    async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.incarnations
+            .check(origin_of(request.metadata()), None)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))
+    }
+
+    /// An answer, carrying this node's origin.
+    fn reply<T: Serialize, E: Serialize>(&self, result: &Result<T, E>) -> Result<Response<pb::RaftReply>, Status> {
+        let mut response = reply(result)?;
+        if let Ok(v) = self.incarnations.me().encode().parse() {
+            response.metadata_mut().insert(ORIGIN_HEADER, v);
+        }
+        Ok(response)
     }
 
     /// The tonic server wrapper, with message size limits set.
@@ -49,28 +70,32 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.admit(&request).await?;
         let msg = request.into_inner();
-        let rpc = decode(&msg.rpc, "append entries request")?;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&msg.rpc, "append entries request")?;
+        let leader_commit = rpc.leader_commit.map(|l| l.index);
         let result = self.raft.append_entries(rpc).await;
         // Only a leader this node accepted dates its view: a deposed leader's
         // heartbeat is answered with HigherVote and does not count.
         if let Ok(resp) = &result {
             if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-                self.view.record_append(msg.leader_quorum_age_ms);
+                self.view.record_append(msg.leader_quorum_age_ms, leader_commit);
             }
         }
-        reply(&result)
+        self.reply(&result)
     }
 
     async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::RaftReply>, Status> {
+        self.admit(&request).await?;
         let rpc = decode(&request.into_inner().rpc, "vote request")?;
-        reply(&self.raft.vote(rpc).await)
+        self.reply(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.admit(&request).await?;
         let msg = request.into_inner();
         let done = msg.done;
         let req = InstallSnapshotRequest::<TypeConfig> {
@@ -85,6 +110,6 @@ impl RaftRpc for RaftService {
         if done && result.is_ok() {
             tracing::info!(%snapshot_id, "snapshot received from the leader");
         }
-        reply(&result)
+        self.reply(&result)
     }
 }

@@ -12,4 +12,4 @@ pub mod logging;
 pub mod run;
 
 pub use config::{ConfigError, NodeConfig};
-pub use run::{run_node, serve_node, start_node, NodeError};
+pub use run::{build_data_plane, follow_state, run_node, serve_node, start_node, NodeError};

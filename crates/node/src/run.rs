@@ -93,20 +93,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     };
     let node = start_node(&config, NodeEnv::default()).await?;
 
-    let https_port =
-        config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
-    let gateway = Gateway::new(GatewayConfig {
-        region: config.node.region.clone(),
-        limits: config.http.to_limits(),
-        https_port,
-        identity: identity_config(&config, &node)?,
-        traffic: TrafficConfig {
-            node_id: config.node.id,
-            trusted_proxies: config.traffic.trusted_proxies()?,
-            leases: LeaseTuning { batch_interval_ms: config.traffic.batch_interval_ms, ..LeaseTuning::default() },
-        },
-    });
-    attach_data_plane(&node, &gateway);
+    let gateway = build_data_plane(&config, &node, None)?;
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone(), https.as_ref().map(|(_, t)| t.clone())));
     let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -136,6 +123,35 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     follower.abort();
     jwks.abort();
     result
+}
+
+/// The node's data plane, from its config, attached to its applied state
+/// (revocations and quota grants are published from inside apply).
+/// Upstream connections go through `dial` when given (the simulation's
+/// network), else TCP. Routes arrive through [`follow_state`].
+pub fn build_data_plane(
+    config: &NodeConfig,
+    node: &Arc<ClusterNode>,
+    dial: Option<raftgate_proxy::connect::Dial>,
+) -> Result<Arc<Gateway>, NodeError> {
+    let https_port =
+        config.https.as_ref().and_then(|h| h.listen.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+    let gateway = Gateway::with_dialer(
+        GatewayConfig {
+            region: config.node.region.clone(),
+            limits: config.http.to_limits(),
+            https_port,
+            identity: identity_config(config, node)?,
+            traffic: TrafficConfig {
+                node_id: config.node.id,
+                trusted_proxies: config.traffic.trusted_proxies()?,
+                leases: LeaseTuning { batch_interval_ms: config.traffic.batch_interval_ms, ..LeaseTuning::default() },
+            },
+        },
+        dial,
+    );
+    attach_data_plane(node, &gateway);
+    Ok(gateway)
 }
 
 /// How this node's data plane checks credentials, from its config.

@@ -34,6 +34,7 @@ use raftgate_model::{Consumer, State};
 use crate::auth::IdentitySnapshot;
 use crate::balance::{Balancer, RetryBudget, TargetState};
 use crate::body::ProxyBody;
+use crate::connect::{Dial, TargetConnector};
 use crate::router::Router;
 
 /// A number drawn at start that names this run of the node in the quota ledger.
@@ -164,7 +165,7 @@ impl Default for IdentityConfig {
 /// it is public, so stored hashes are then plain SHA-256-strength digests).
 pub const DEV_KEY_HASH_SECRET: &[u8] = b"raftgate development key-hash secret; configure identity.key_hash_secret";
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub type UpstreamClient = Client<HttpsConnector<TargetConnector>, ProxyBody>;
 
 /// One upstream as the data plane runs it.
 pub struct UpstreamRuntime {
@@ -182,13 +183,14 @@ pub struct UpstreamRuntime {
 }
 
 impl UpstreamRuntime {
-    fn new(spec: Upstream, revision: u64, states: Vec<Arc<TargetState>>, region: &str) -> Self {
+    fn new(spec: Upstream, revision: u64, states: Vec<Arc<TargetState>>, region: &str, dial: Option<Dial>) -> Self {
+        let connect_timeout = Duration::from_millis(spec.connect_timeout_ms.into());
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(spec.connect_timeout_ms.into())));
+        connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(UPSTREAM_TCP_KEEPALIVE));
         connector.enforce_http(false);
-        let connector = tls_connector(&spec, connector);
+        let connector = tls_connector(&spec, TargetConnector::new(connector, dial, connect_timeout));
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_millis(spec.idle_timeout_ms.into()))
@@ -215,7 +217,7 @@ impl UpstreamRuntime {
 
 /// The connector for an upstream: plain TCP, or TLS verified against the
 /// upstream's CA file (or the public web roots) with ALPN for its protocol.
-fn tls_connector(spec: &Upstream, tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
+fn tls_connector(spec: &Upstream, tcp: TargetConnector) -> HttpsConnector<TargetConnector> {
     let provider = crate::tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     match spec.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
@@ -298,6 +300,8 @@ pub struct Gateway {
     cluster_size: std::sync::atomic::AtomicUsize,
     route_counters: crate::catalog::RouteCounters,
     unknown_paths: crate::catalog::UnknownPaths,
+    /// How upstream connections are opened (None: TCP).
+    dial: Option<Dial>,
 }
 
 /// Authenticated requests that met a stale view, counted for node status
@@ -322,6 +326,12 @@ pub struct StaleTotals {
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Arc<Self> {
+        Self::with_dialer(config, None)
+    }
+
+    /// A gateway whose upstream connections go through `dial` (None: the
+    /// OS's TCP stack). The simulation supplies its network here.
+    pub fn with_dialer(config: GatewayConfig, dial: Option<Dial>) -> Arc<Self> {
         let fingerprinter = Fingerprinter::default();
         Arc::new(Self {
             current: ArcSwap::from_pointee(Snapshot::empty()),
@@ -344,6 +354,7 @@ impl Gateway {
             cluster_size: std::sync::atomic::AtomicUsize::new(1),
             route_counters: Default::default(),
             unknown_paths: Default::default(),
+            dial,
             config,
         })
     }
@@ -599,6 +610,7 @@ impl Gateway {
                         stored.revision,
                         states,
                         &self.config.region,
+                        self.dial.clone(),
                     ));
                     crate::health::spawn_checker(&rt);
                     rt

@@ -8,6 +8,7 @@
 //! - [`auth`]: authentication and authorization of a request.
 //! - [`balance`]: target choice, health, circuit breaking, retry budget.
 //! - [`server`]: the listener and its limits.
+//! - [`connect`]: connections to upstream targets (TCP or a supplied dialer).
 //! - [`error`]: the responses the gateway generates.
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod catalog;
+pub mod connect;
 pub mod error;
 pub mod forwarded;
 pub mod framing;

@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -32,11 +34,28 @@ use crate::tls::{ClientIdentity, TlsSource};
 /// How often a TLS listener looks for changed certificate files.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Where the data plane's client connections come from: a TCP listener, or
+/// the simulation's network.
+pub trait Listener: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, client) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, client))
+    }
+}
+
 /// Serves the data plane on `listener` (TLS when `tls` is given) until
 /// `shutdown` completes, then drains.
-pub async fn serve(
+pub async fn serve<L: Listener>(
     gateway: Arc<Gateway>,
-    listener: TcpListener,
+    mut listener: L,
     tls: Option<Arc<TlsSource>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -92,7 +111,6 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();

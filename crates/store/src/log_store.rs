@@ -68,6 +68,11 @@ impl<K: KvStore> LogStore<K> {
     }
 
     /// The last committed log index this node knows of.
+    /// The store under the log (for node-local records beside it).
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
     pub fn committed_index(&self) -> Option<u64> {
         self.committed.load(Ordering::Relaxed).checked_sub(1)
     }
