@@ -88,6 +88,8 @@ pub enum Refused {
 /// This node's run, and the newest run seen from each peer.
 pub struct Incarnations {
     me: Origin,
+    /// `me`, encoded once for every message's metadata.
+    header: tonic::metadata::AsciiMetadataValue,
     kv: SledKv,
     seen: Mutex<HashMap<NodeId, Origin>>,
     logged: Mutex<std::collections::HashSet<Origin>>,
@@ -123,9 +125,11 @@ impl Incarnations {
             }
         }
         let me = Origin { node, generation, nonce };
+        let header = me.encode().parse().map_err(|_| "an origin is always ASCII".to_string())?;
         tracing::info!(node, generation, "data dir run started");
         Ok(Arc::new(Self {
             me,
+            header,
             kv,
             seen: Mutex::new(seen),
             logged: Mutex::default(),
@@ -135,6 +139,11 @@ impl Incarnations {
 
     pub fn me(&self) -> Origin {
         self.me
+    }
+
+    /// This run as the value of [`ORIGIN_HEADER`].
+    pub fn header(&self) -> tonic::metadata::AsciiMetadataValue {
+        self.header.clone()
     }
 
     /// Accepts a message from `origin` (claimed to come from `from` when the

@@ -96,12 +96,10 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("openraft messages serialize to JSON")
 }
 
-fn with_deadline<T>(msg: T, option: &RPCOption, origin: &str) -> tonic::Request<T> {
+fn with_deadline<T>(msg: T, option: &RPCOption, origin: tonic::metadata::AsciiMetadataValue) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(option.hard_ttl());
-    if let Ok(v) = origin.parse() {
-        req.metadata_mut().insert(ORIGIN_HEADER, v);
-    }
+    req.metadata_mut().insert(ORIGIN_HEADER, origin);
     req
 }
 
@@ -112,7 +110,7 @@ pub(crate) fn origin_of(metadata: &tonic::metadata::MetadataMap) -> Option<Origi
 
 impl PeerClient {
     fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
-        with_deadline(msg, option, &self.incarnations.me().encode())
+        with_deadline(msg, option, self.incarnations.header())
     }
 
     /// Passes an answer on only if it comes from the peer's current run of

@@ -41,9 +41,7 @@ impl RaftService {
     /// An answer, carrying this node's origin.
     fn reply<T: Serialize, E: Serialize>(&self, result: &Result<T, E>) -> Result<Response<pb::RaftReply>, Status> {
         let mut response = reply(result)?;
-        if let Ok(v) = self.incarnations.me().encode().parse() {
-            response.metadata_mut().insert(ORIGIN_HEADER, v);
-        }
+        response.metadata_mut().insert(ORIGIN_HEADER, self.incarnations.header());
         Ok(response)
     }
 
