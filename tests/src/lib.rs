@@ -54,6 +54,8 @@ pub struct NodeAddrs {
     pub raft: String,
     pub admin: String,
     pub http: String,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: String,
 }
 
 impl NodeAddrs {
@@ -64,6 +66,7 @@ impl NodeAddrs {
             raft: format!("127.0.0.1:{}", free_port()),
             admin: format!("127.0.0.1:{}", free_port()),
             http: format!("127.0.0.1:{}", free_port()),
+            metrics: format!("127.0.0.1:{}", free_port()),
         }
     }
 
@@ -90,13 +93,14 @@ impl NodeProcess {
         let data_dir = dir.join(format!("node-{}", addrs.id));
         let members: Vec<String> = bootstrap.iter().map(NodeAddrs::member_toml).collect();
         let config = format!(
-            "[node]\nid = {}\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\nraft = \"{}\"\nadmin = \"{}\"\nhttp = \"{}\"\n\n[bootstrap]\nmembers = [{}]\n\n[log]\nlevel = \"info,raftgate_cluster=debug\"\n{}",
+            "[node]\nid = {}\nregion = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\nraft = \"{}\"\nadmin = \"{}\"\nhttp = \"{}\"\nmetrics = \"{}\"\n\n[bootstrap]\nmembers = [{}]\n\n[log]\nlevel = \"info,raftgate_cluster=debug\"\n{}",
             addrs.id,
             addrs.region,
             data_dir.display(),
             addrs.raft,
             addrs.admin,
             addrs.http,
+            addrs.metrics,
             members.join(", "),
             if extra_toml.contains("[admin]") { extra_toml.to_string() } else { format!("\n[admin]\nauth = \"none\"\n{extra_toml}") }
         );
@@ -296,14 +300,24 @@ pub async fn http_get_with(addr: &str, path: &str, host: &str, headers: &[(&str,
     exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")).await
 }
 
-/// Writes one HTTP/1.1 request on a new connection, reads to the end; (status, body).
-async fn exchange(addr: &str, request: &str) -> Option<(u16, String)> {
+/// Sends one GET and returns the whole response as text (head and body).
+pub async fn http_get_raw(addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    exchange_text(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n")).await
+}
+
+async fn exchange_text(addr: &str, request: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
     s.write_all(request.as_bytes()).await.ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.ok()?.ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Writes one HTTP/1.1 request on a new connection, reads to the end; (status, body).
+async fn exchange(addr: &str, request: &str) -> Option<(u16, String)> {
+    let text = exchange_text(addr, request).await?;
     let status = text.get(9..12)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))

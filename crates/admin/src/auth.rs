@@ -63,7 +63,7 @@ pub fn need(rpc: &str) -> Option<Need> {
         | "ListPlans" | "ListQuotas" | "GetCertificate" | "ListCertificates" => Read,
         "ListAudit" | "VerifyAudit" | "GetOperator" | "ListOperators" | "ListAdminTokens" => Audit,
         "ApplyRoute" | "DeleteRoute" | "ApplyUpstream" | "DeleteUpstream" | "ApplyConsumer" | "DeleteConsumer"
-        | "CreateApiKey" | "DeleteApiKey" | "Revoke" | "Unrevoke" => Operate,
+        | "CreateApiKey" | "DeleteApiKey" | "Revoke" | "Unrevoke" | "PurgeCache" => Operate,
         "AddLearner" | "Promote" | "RemoveNode" | "PutSetting" | "DeleteSetting" | "ApplyIssuer" | "DeleteIssuer"
         | "ApplyPlan" | "DeletePlan" | "ResetQuota" | "ApplyOperator" | "DeleteOperator" | "CreateAdminToken"
         | "DeleteAdminToken" | "ApplyCertificate" | "DeleteCertificate" => Admin,

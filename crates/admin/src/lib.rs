@@ -423,6 +423,17 @@ impl Admin for AdminService {
         let local = self.write(&origin, command).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
     }
+    async fn purge_cache(&self, req: Request<pb::PurgeCacheRequest>) -> Reply<pb::WriteReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let route = match msg.route.as_str() {
+            "" => None,
+            r => Some(ObjectId::parse(r).map_err(|e| Status::invalid_argument(format!("route: {}", e.message)))?),
+        };
+        let path_prefix = (!msg.path_prefix.is_empty()).then(|| msg.path_prefix.clone());
+        let local = self.write(&origin, Command::PurgeCache { route, path_prefix }).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.purge_cache(r).await }).await
+    }
     async fn apply_certificate(&self, req: Request<pb::ApplyObjectRequest>) -> Reply<pb::WriteReply> {
         self.apply_object::<CertificateRef, _, _>(req, |mut c, r| async move { c.apply_certificate(r).await }).await
     }

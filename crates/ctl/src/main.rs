@@ -169,6 +169,10 @@ enum Cmd {
     #[command(after_help = "Examples:\n  raftgatectl quota show acme
   raftgatectl quota reset <KEY as quota show prints it>   (admin only, audited)")]
     Quota(QuotaCmd),
+    /// Cached responses on every node (routes with `cache`).
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  raftgatectl cache purge --route catalog --prefix /products/")]
+    Cache(CacheCmd),
     /// Certificates the HTTPS listeners serve, by file reference (admin only;
     /// the PEM files must exist at these paths on every node).
     #[command(
@@ -267,6 +271,21 @@ enum ImportCmd {
         /// Show the routes it would write, write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    #[command(
+        after_help = "Examples:\n  raftgatectl cache purge                       (everything)\n  raftgatectl cache purge --route catalog --prefix /products/"
+    )]
+    /// Drop cached responses on every node: all, a route's, or those whose
+    /// path starts with PREFIX. One replicated, audited command.
+    Purge {
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
     },
 }
 
@@ -583,6 +602,14 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             };
             let reply = client.list_quotas(req).await.map_err(describe)?.into_inner();
             out.quotas(&reply.objects, &reply.next_after);
+        }
+        Cmd::Cache(CacheCmd::Purge { route, prefix }) => {
+            let req = pb::PurgeCacheRequest {
+                route: route.clone().unwrap_or_default(),
+                path_prefix: prefix.clone().unwrap_or_default(),
+            };
+            let reply = client.purge_cache(req).await.map_err(describe)?;
+            out.write(&reply.into_inner());
         }
         Cmd::Quota(QuotaCmd::Reset { key }) => {
             let reply = client.reset_quota(pb::ResetQuotaRequest { key: key.clone() }).await.map_err(describe)?;

@@ -134,6 +134,15 @@ pub enum Command {
     ResetQuota {
         key: QuotaKey,
     },
+    /// Drop cached responses on every node: all of them, a route's, and/or
+    /// those whose path starts with a prefix. Changes no state; each node's
+    /// data plane purges when it applies it.
+    PurgeCache {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<ObjectId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_prefix: Option<String>,
+    },
     /// Create or replace an operator of the admin API.
     PutOperator {
         operator: Operator,
@@ -219,6 +228,7 @@ impl Command {
             Command::DeletePlan { .. } => "delete_plan",
             Command::QuotaLeases { .. } => "quota_leases",
             Command::ResetQuota { .. } => "reset_quota",
+            Command::PurgeCache { .. } => "purge_cache",
             Command::PutOperator { .. } => "put_operator",
             Command::DeleteOperator { .. } => "delete_operator",
             Command::CreateAdminToken { .. } => "create_admin_token",

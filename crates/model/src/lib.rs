@@ -13,6 +13,7 @@
 
 mod command;
 pub mod consumer;
+pub mod edge;
 pub mod governance;
 pub mod identity;
 mod node;

@@ -449,6 +449,21 @@ pub struct Route {
     /// the upstream. Bodies up to 1 MiB are checked; larger get 413.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_schema: Option<serde_json::Value>,
+    /// Client address and country rules (403 `ip_forbidden`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<crate::edge::IpRules>,
+    /// Request inspection for injection and traversal attacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waf: Option<crate::edge::WafPolicy>,
+    /// CORS for browsers: preflights answered here, headers on responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::edge::Cors>,
+    /// Response caching in each node's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::edge::CachePolicy>,
+    /// Response compression (gzip, br, zstd) by `Accept-Encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::edge::CompressionPolicy>,
 }
 
 /// Largest request schema document.
@@ -700,6 +715,21 @@ impl Route {
             if serde_json::to_vec(schema).map_or(usize::MAX, |b| b.len()) > MAX_SCHEMA_BYTES {
                 return Err(field_err("request_schema", format!("at most {MAX_SCHEMA_BYTES} bytes")));
             }
+        }
+        if let Some(ip) = &self.ip {
+            ip.validate("ip")?;
+        }
+        if let Some(waf) = &self.waf {
+            waf.validate("waf")?;
+        }
+        if let Some(cors) = &self.cors {
+            cors.validate("cors")?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.validate("cache")?;
+        }
+        if let Some(c) = &self.compression {
+            c.validate("compression")?;
         }
         Ok(())
     }

@@ -337,6 +337,10 @@ impl State {
             Command::PutPlan { plan, .. } => ("plan", plan.id.to_string()),
             Command::DeletePlan { id, .. } => ("plan", id.to_string()),
             Command::ResetQuota { key } => ("quota", key.ledger_key()),
+            Command::PurgeCache { route, path_prefix } => (
+                "cache",
+                format!("{}{}", route.as_ref().map_or("*", |r| r.as_str()), path_prefix.as_deref().unwrap_or("")),
+            ),
             Command::PutOperator { operator, .. } => ("operator", operator.id.to_string()),
             Command::DeleteOperator { id, .. } => ("operator", id.to_string()),
             Command::CreateAdminToken { id, .. } | Command::DeleteAdminToken { id } => ("admin_token", id.to_string()),
@@ -557,6 +561,22 @@ impl State {
                 validate_asks(asks).map_err(|e| Rejection::Invalid { field: e.field, message: e.message })?;
                 self.lease(&holder(*node, *incarnation), asks, revision, time_ms);
                 Effect::Leased { revision }
+            }
+            Command::PurgeCache { route, path_prefix } => {
+                if let Some(p) = path_prefix {
+                    if !p.starts_with('/') || p.len() > 1_024 {
+                        return Err(Rejection::Invalid {
+                            field: "path_prefix".into(),
+                            message: "must start with / and be at most 1024 bytes".into(),
+                        });
+                    }
+                }
+                if let Some(r) = route {
+                    if !self.routes.contains_key(r) {
+                        return Err(Rejection::NotFound { kind: "route".into(), key: r.to_string() });
+                    }
+                }
+                Effect::Audited { revision }
             }
             Command::ResetQuota { key } => {
                 let ledger_key = key.ledger_key();

@@ -33,6 +33,152 @@ pub struct NodeConfig {
     pub traffic: TrafficSection,
     /// Who may use the admin API, and its TLS.
     pub admin: AdminSection,
+    /// One JSON line per request: where, how much, and what is kept private.
+    pub access_log: AccessLogSection,
+    /// W3C trace context propagation.
+    pub tracing: TracingSection,
+    /// Edge protection for every route: global IP rules, GeoIP, cache memory.
+    pub edge: EdgeSection,
+}
+
+/// `[edge]`: what applies to every route on this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSection {
+    /// Address and country rules checked before each route's own.
+    pub ip: Option<raftgate_model::edge::IpRules>,
+    /// A MaxMind-format country database (GeoLite2-Country, GeoIP2-Country
+    /// or City) for country rules. If it is missing or corrupt the node
+    /// still starts, logs why, and country rules refuse every request.
+    pub geoip_database: Option<PathBuf>,
+    /// Memory for cached responses, all routes together.
+    pub cache_capacity_bytes: usize,
+    /// Cached responses, all routes together.
+    pub cache_max_entries: usize,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            geoip_database: None,
+            cache_capacity_bytes: raftgate_proxy::cache::DEFAULT_CACHE_CAPACITY_BYTES,
+            cache_max_entries: raftgate_proxy::cache::DEFAULT_CACHE_MAX_ENTRIES,
+        }
+    }
+}
+
+impl EdgeSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(ip) = &self.ip {
+            ip.validate("edge.ip").map_err(|e| field(e.field, e.message))?;
+        }
+        if !(1 << 20..=64 << 30).contains(&self.cache_capacity_bytes) {
+            return Err(field("edge.cache_capacity_bytes", "must be 1 MiB to 64 GiB"));
+        }
+        if !(1..=10_000_000).contains(&self.cache_max_entries) {
+            return Err(field("edge.cache_max_entries", "must be 1 to 10000000"));
+        }
+        Ok(())
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogOutput {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// `[access_log]`: the per-request log (fields: `raftgate_proxy::access_log`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    pub enabled: bool,
+    /// `stdout`, `stderr`, or a file path (appended to).
+    pub output: String,
+    /// Share of requests logged, 0.0 to 1.0.
+    pub sample_rate: f64,
+    /// Log every answer with status 400 and up, sampled or not.
+    pub errors_always: bool,
+    /// `full`, `truncate` (IPv4 /24, IPv6 /48) or `hash` (keyed by
+    /// `identity.key_hash_secret`, the same on every node).
+    pub client_ip: String,
+    /// Fields left out of every line.
+    pub drop_fields: Vec<String>,
+    /// Query parameters whose values are replaced by `REDACTED`, on top of
+    /// the built-in list and each route's API-key parameter.
+    pub redact_query_params: Vec<String>,
+    /// Lines buffered for the writer; beyond it lines are dropped (never
+    /// blocking a request).
+    pub buffered_lines: usize,
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            output: "stdout".into(),
+            sample_rate: 1.0,
+            errors_always: true,
+            client_ip: "full".into(),
+            drop_fields: Vec::new(),
+            redact_query_params: Vec::new(),
+            buffered_lines: 16_384,
+        }
+    }
+}
+
+impl AccessLogSection {
+    pub fn output(&self) -> Option<AccessLogOutput> {
+        if !self.enabled {
+            return None;
+        }
+        Some(match self.output.as_str() {
+            "stdout" => AccessLogOutput::Stdout,
+            "stderr" => AccessLogOutput::Stderr,
+            path => AccessLogOutput::File(PathBuf::from(path)),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(field("access_log.sample_rate", "must be 0.0 to 1.0"));
+        }
+        if !matches!(self.client_ip.as_str(), "full" | "truncate" | "hash") {
+            return Err(field("access_log.client_ip", "must be \"full\", \"truncate\" or \"hash\""));
+        }
+        raftgate_proxy::access_log::FieldSet::parse(self.drop_fields.iter().map(String::as_str))
+            .map_err(|e| field("access_log.drop_fields", e))?;
+        if self.output.is_empty() {
+            return Err(field("access_log.output", "must be stdout, stderr or a file path"));
+        }
+        if self.redact_query_params.len() > 64 || self.redact_query_params.iter().any(|p| p.is_empty() || p.len() > 64)
+        {
+            return Err(field("access_log.redact_query_params", "at most 64 names of 1 to 64 characters"));
+        }
+        if !(64..=1_048_576).contains(&self.buffered_lines) {
+            return Err(field("access_log.buffered_lines", "must be 64 to 1048576"));
+        }
+        Ok(())
+    }
+}
+
+/// `[tracing]`: W3C `traceparent` through the gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// Send `traceparent` upstream, continuing the client's trace.
+    pub propagate: bool,
+    /// Share of traces the gateway starts that are marked sampled, 0.0 to 1.0.
+    pub sample_rate: f64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        Self { propagate: true, sample_rate: 1.0 }
+    }
 }
 
 /// `[admin]`: authentication and TLS of the admin API.
@@ -409,11 +555,19 @@ pub struct Listen {
     pub raft: String,
     pub admin: String,
     pub http: String,
+    /// Prometheus `/metrics`, `/healthz` and `/readyz` (none: not served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { raft: "127.0.0.1:7101".into(), admin: "127.0.0.1:7201".into(), http: "127.0.0.1:7301".into() }
+        Self {
+            raft: "127.0.0.1:7101".into(),
+            admin: "127.0.0.1:7201".into(),
+            http: "127.0.0.1:7301".into(),
+            metrics: None,
+        }
     }
 }
 
@@ -498,6 +652,8 @@ pub struct ConfigOverrides {
     pub listen_admin: Option<String>,
     #[arg(long, env = "RAFTGATE_LISTEN_HTTP")]
     pub listen_http: Option<String>,
+    #[arg(long, env = "RAFTGATE_LISTEN_METRICS")]
+    pub listen_metrics: Option<String>,
     #[arg(long, env = "RAFTGATE_ADVERTISE_RAFT")]
     pub advertise_raft: Option<String>,
     #[arg(long, env = "RAFTGATE_ADVERTISE_ADMIN")]
@@ -568,6 +724,9 @@ impl NodeConfig {
         set(&mut self.listen.raft, &o.listen_raft);
         set(&mut self.listen.admin, &o.listen_admin);
         set(&mut self.listen.http, &o.listen_http);
+        if o.listen_metrics.is_some() {
+            self.listen.metrics = o.listen_metrics.clone();
+        }
         for (target, value) in [
             (&mut self.advertise.raft, &o.advertise_raft),
             (&mut self.advertise.admin, &o.advertise_admin),
@@ -660,6 +819,17 @@ impl NodeConfig {
             }
         }
         self.http.validate()?;
+        self.access_log.validate()?;
+        self.edge.validate()?;
+        if !(0.0..=1.0).contains(&self.tracing.sample_rate) {
+            return Err(field("tracing.sample_rate", "must be 0.0 to 1.0"));
+        }
+        if let Some(m) = &self.listen.metrics {
+            m.parse::<SocketAddr>().map_err(|_| field("listen.metrics", format!("must be ip:port, got {m:?}")))?;
+            if listens.contains(&m) {
+                return Err(field("listen.metrics", "must differ from the raft, admin and http addresses"));
+            }
+        }
         self.raft.validate().map_err(|e| field(format!("raft.{}", e.field), e.problem))?;
         self.validate_identity()?;
         self.traffic.validate()?;

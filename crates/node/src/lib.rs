@@ -9,6 +9,7 @@
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod observe;
 pub mod run;
 
 pub use config::{ConfigError, NodeConfig};

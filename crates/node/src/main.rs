@@ -57,18 +57,22 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e.to_string(), 2),
             };
-            if let Err(e) = logging::init(config.log.format, &config.log.level) {
-                return fail(e, 2);
-            }
+            let access = config.access_log.output().map(|o| (o, config.access_log.buffered_lines));
+            let _log_guard = match logging::init(config.log.format, &config.log.level, access) {
+                Ok(g) => g,
+                Err(e) => return fail(e, 2),
+            };
             match runtime.block_on(async { run_node(config, shutdown_signal()).await }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.to_string(), 1),
             }
         }
         Cmd::Dev { nodes, data_dir, base_port, log_format, log_level } => {
-            if let Err(e) = logging::init(log_format, &log_level) {
-                return fail(e, 2);
-            }
+            let access = Some((raftgate_node::config::AccessLogOutput::Stdout, 16_384));
+            let _log_guard = match logging::init(log_format, &log_level, access) {
+                Ok(g) => g,
+                Err(e) => return fail(e, 2),
+            };
             runtime.block_on(run_dev(nodes, data_dir, base_port))
         }
     }
@@ -131,6 +135,7 @@ fn dev_configs(nodes: u64, data_dir: &std::path::Path, base_port: u16) -> Vec<No
             c.listen.raft = m.raft_addr.clone();
             c.listen.admin = m.admin_addr.clone();
             c.listen.http = m.http_addr.clone();
+            c.listen.metrics = Some(port(300, m.id));
             c.bootstrap.members = members.clone();
             c.admin.auth = raftgate_node::config::AdminAuth::None;
             c

@@ -91,12 +91,21 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         }
         None => None,
     };
+    let metrics_listener = match &config.listen.metrics {
+        Some(addr) => Some(bind("listen.metrics", addr).await?),
+        None => None,
+    };
     let node = start_node(&config, NodeEnv::default()).await?;
 
     let gateway = build_data_plane(&config, &node, None)?;
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone(), https.as_ref().map(|(_, t)| t.clone())));
     let jwks = tokio::spawn(raftgate_proxy::jwks::run_refresher(gateway.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let observer = crate::observe::Observer::new(&node, &gateway);
+    let observe_task = metrics_listener.map(|l| {
+        tracing::info!(addr = %config.listen.metrics.as_deref().unwrap_or(""), "metrics listening (/metrics, /healthz, /readyz)");
+        tokio::spawn(crate::observe::serve(l, observer.clone(), stopped(stop_rx.clone())))
+    });
     let mut data_plane = tokio::task::JoinSet::new();
     data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), http_listener, None, stopped(stop_rx.clone())));
     tracing::info!(addr = %config.listen.http, "data plane listening (HTTP/1.1 and h2c)");
@@ -104,8 +113,10 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         data_plane.spawn(raftgate_proxy::server::serve(gateway.clone(), listener, Some(tls), stopped(stop_rx)));
         tracing::info!(addr = %config.https.as_ref().map(|h| h.listen.as_str()).unwrap_or(""), "data plane listening (HTTPS: HTTP/1.1 and h2 by ALPN)");
     }
+    observer.data_plane_up.store(true, std::sync::atomic::Ordering::Relaxed);
     let shutdown = async {
         shutdown.await;
+        observer.data_plane_up.store(false, std::sync::atomic::Ordering::Relaxed);
         // The data plane drains beside the admin API, before Raft stops.
         let _ = stop_tx.send(true);
     };
@@ -122,6 +133,9 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     while data_plane.join_next().await.is_some() {}
     follower.abort();
     jwks.abort();
+    if let Some(t) = observe_task {
+        t.abort();
+    }
     result
 }
 
@@ -142,6 +156,17 @@ pub fn build_data_plane(
             limits: config.http.to_limits(),
             https_port,
             identity: identity_config(config, node)?,
+            access_log: access_log_policy(config)?,
+            edge: raftgate_proxy::gateway::EdgeConfig {
+                global_ip: config.edge.ip.clone(),
+                geo: load_geoip(config),
+                cache_capacity_bytes: config.edge.cache_capacity_bytes,
+                cache_max_entries: config.edge.cache_max_entries,
+            },
+            trace: raftgate_proxy::trace::TracePolicy {
+                propagate: config.tracing.propagate,
+                sample_per_million: (config.tracing.sample_rate * 1e6).round() as u32,
+            },
             traffic: TrafficConfig {
                 node_id: config.node.id,
                 trusted_proxies: config.traffic.trusted_proxies()?,
@@ -152,6 +177,45 @@ pub fn build_data_plane(
     );
     attach_data_plane(node, &gateway);
     Ok(gateway)
+}
+
+/// The GeoIP database of `edge.geoip_database`: a missing or corrupt file
+/// is logged and leaves country rules failing closed (documented).
+fn load_geoip(config: &NodeConfig) -> raftgate_proxy::edge::Geo {
+    let path = config.edge.geoip_database.as_ref()?;
+    match raftgate_geoip::GeoDb::open(path) {
+        Ok(db) => {
+            tracing::info!(database = %db.describe(), "GeoIP database loaded");
+            Some(Arc::new(db))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "GeoIP database not loaded: routes with country rules refuse every request until it is fixed and the node restarted");
+            None
+        }
+    }
+}
+
+/// What the access log keeps, from `[access_log]`.
+pub fn access_log_policy(config: &NodeConfig) -> Result<raftgate_proxy::access_log::AccessLogPolicy, NodeError> {
+    use raftgate_proxy::access_log::{AccessLogPolicy, FieldSet, IpPrivacy, DEFAULT_REDACTED_PARAMS};
+    let a = &config.access_log;
+    let client_ip = match a.client_ip.as_str() {
+        "truncate" => IpPrivacy::Truncate,
+        "hash" => IpPrivacy::hashed_with(&config.key_hash_secret()?.0),
+        _ => IpPrivacy::Full,
+    };
+    let dropped = FieldSet::parse(a.drop_fields.iter().map(String::as_str))
+        .map_err(|e| crate::config::ConfigError::Field { field: "access_log.drop_fields".into(), problem: e })?;
+    let mut redacted_params: Vec<String> = DEFAULT_REDACTED_PARAMS.iter().map(|s| s.to_string()).collect();
+    redacted_params.extend(a.redact_query_params.iter().map(|p| p.to_ascii_lowercase()));
+    Ok(AccessLogPolicy {
+        enabled: a.enabled,
+        sample_per_million: (a.sample_rate * 1e6).round() as u32,
+        errors_always: a.errors_always,
+        client_ip,
+        dropped,
+        redacted_params,
+    })
 }
 
 /// How this node's data plane checks credentials, from its config.
@@ -189,6 +253,11 @@ impl ApplyObserver for DataPlanePublisher {
     fn applied(&self, state: &State, accepted: &[&Command]) {
         if accepted.iter().any(|c| c.touches_revocations()) {
             self.0.revocations_applied(state, Some(accepted));
+        }
+        for c in accepted {
+            if let Command::PurgeCache { route, path_prefix } = c {
+                self.0.purge_cache(route.as_ref(), path_prefix.as_deref());
+            }
         }
         if accepted.iter().any(|c| matches!(c, Command::QuotaLeases { .. } | Command::ResetQuota { .. })) {
             self.0.quota_leases().applied(state, accepted);

@@ -138,13 +138,13 @@ pub fn authenticate(
     let challenge = challenge(auth, false);
     let credential = match find_credential(auth, headers, query, conn) {
         Ok(c) => c,
-        Err(refusal) => return Err(refuse(route, request_id, refusal, None, challenge)),
+        Err(refusal) => return Err(refuse(gateway, route, request_id, refusal, None, challenge)),
     };
     let Some(credential) = credential else {
         if auth.anonymous {
             return Ok(None);
         }
-        return Err(refuse(route, request_id, Refusal::Missing, None, challenge));
+        return Err(refuse(gateway, route, request_id, Refusal::Missing, None, challenge));
     };
     let identity = gateway.identity();
     let revocations = gateway.revocations();
@@ -155,26 +155,28 @@ pub fn authenticate(
                 if matches!(r, Refusal::Jwt("unknown_kid")) {
                     gateway.request_jwks_refresh();
                 }
-                refuse(route, request_id, r, None, self::challenge(auth, true))
+                refuse(gateway, route, request_id, r, None, self::challenge(auth, true))
             })?;
-            check_token(&identity, &revocations, &verified)
-                .map_err(|r| refuse(route, request_id, r, Some(&verified.consumer), self::challenge(auth, true)))?;
+            check_token(&identity, &revocations, &verified).map_err(|r| {
+                refuse(gateway, route, request_id, r, Some(&verified.consumer), self::challenge(auth, true))
+            })?;
             let consumer = ObjectId::parse(verified.consumer.clone()).expect("checked by check_token");
             (Principal { consumer, method: "jwt" }, Some(verified.scopes.clone()))
         }
         Credential::ApiKey(key) => {
             let consumer = check_api_key(gateway, &identity, &revocations, key, now_ms)
-                .map_err(|(r, id)| refuse(route, request_id, r, id.as_deref(), challenge.clone()))?;
+                .map_err(|(r, id)| refuse(gateway, route, request_id, r, id.as_deref(), challenge.clone()))?;
             (Principal { consumer, method: "api_key" }, None)
         }
         Credential::Certificate => {
             let cert = conn.client_cert.as_deref().expect("found by find_credential");
             let consumer = check_certificate(&identity, &revocations, cert)
-                .map_err(|r| refuse(route, request_id, r, None, challenge.clone()))?;
+                .map_err(|r| refuse(gateway, route, request_id, r, None, challenge.clone()))?;
             (Principal { consumer, method: "mtls" }, None)
         }
     };
-    authorize(&identity, auth, &principal, scopes.as_deref()).inspect_err(|_| {
+    authorize(&identity, auth, &principal, scopes.as_deref()).inspect_err(|e| {
+        gateway.metrics().auth_failure(e.code());
         tracing::info!(target: "raftgate::auth", route = %route.id, consumer = %principal.consumer, request_id, "forbidden");
     })?;
     Ok(Some(principal))
@@ -189,12 +191,14 @@ pub fn priority(gateway: &Gateway, principal: Option<&Principal>) -> raftgate_mo
 }
 
 fn refuse(
+    gateway: &Gateway,
     route: &Route,
     request_id: &str,
     refusal: Refusal,
     subject: Option<&str>,
     challenge: HeaderValue,
 ) -> GatewayError {
+    gateway.metrics().auth_failure(refusal.reason());
     tracing::info!(
         target: "raftgate::auth",
         route = %route.id,

@@ -80,6 +80,8 @@ pub struct TargetState {
     ejected_until_ms: AtomicU64,
     /// Ejections so far; the next ejection lasts `base * 2^ejection_count`.
     ejection_count: AtomicU32,
+    /// Ejections since this node started (never reset; for metrics).
+    ejections_total: AtomicU64,
     active_healthy: AtomicBool,
     probe_passes: AtomicU32,
     probe_failures: AtomicU32,
@@ -109,10 +111,15 @@ impl TargetState {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejection_count: AtomicU32::new(0),
+            ejections_total: AtomicU64::new(0),
             active_healthy: AtomicBool::new(true),
             probe_passes: AtomicU32::new(0),
             probe_failures: AtomicU32::new(0),
         })
+    }
+
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Relaxed)
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -177,6 +184,7 @@ impl TargetState {
                 // One winner per ejection when failures race.
                 if self.ejected_until_ms.compare_exchange(until, new_until, Relaxed, Relaxed).is_ok() {
                     saturating_increment(&self.ejection_count);
+                    self.ejections_total.fetch_add(1, Relaxed);
                     self.consecutive_failures.store(0, Relaxed);
                     tracing::warn!(target_addr = %self.addr, streak, ejection_ms, "target ejected after consecutive failures");
                 }

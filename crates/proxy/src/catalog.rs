@@ -31,6 +31,8 @@ pub struct RouteCounter {
     current: AtomicU64,
     /// The whole minute before `minute`.
     previous: AtomicU64,
+    /// Responses, latency and limit decisions, for `/metrics`.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl RouteCounter {
@@ -70,6 +72,14 @@ impl RouteCounters {
         let out: HashMap<ObjectId, Arc<RouteCounter>> =
             ids.map(|id| (id.clone(), by_route.entry(id.clone()).or_default().clone())).collect();
         by_route.retain(|id, _| out.contains_key(id));
+        out
+    }
+
+    /// Every route's counter, by id.
+    pub fn all(&self) -> Vec<(ObjectId, Arc<RouteCounter>)> {
+        let by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = by_route.iter().map(|(id, c)| (id.clone(), c.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 

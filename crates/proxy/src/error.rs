@@ -21,6 +21,9 @@
 //! | 504 | `upstream_timeout` | no response headers within the try or route timeout |
 //! | 503 | `overloaded` | the upstream is at its adaptive concurrency limit (`Retry-After: 1`); lower-priority plans first |
 //! | 429 | `rate_limited` | a rate limit or quota is exhausted (`Retry-After`, `RateLimit-*`) |
+//! | 403 | `ip_forbidden` | the client address or its country is not allowed on this route (or by the node's global rules) |
+//! | 403 | `request_blocked` | the WAF found an attack in the request (route in `block` mode) |
+//! | 403 | `cors_rejected` | a CORS preflight for an origin, method or header the route does not allow |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
 use bytes::Bytes;
@@ -54,6 +57,9 @@ pub enum GatewayError {
     InvalidBody(String),
     /// 500: the route's request schema did not compile on this node.
     RouteMisconfigured,
+    IpForbidden,
+    RequestBlocked,
+    CorsRejected,
 }
 
 impl GatewayError {
@@ -75,6 +81,9 @@ impl GatewayError {
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::RouteMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::IpForbidden | GatewayError::RequestBlocked | GatewayError::CorsRejected => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 
@@ -97,6 +106,9 @@ impl GatewayError {
             GatewayError::Overloaded => "overloaded",
             GatewayError::InvalidBody(_) => "invalid_body",
             GatewayError::RouteMisconfigured => "route_misconfigured",
+            GatewayError::IpForbidden => "ip_forbidden",
+            GatewayError::RequestBlocked => "request_blocked",
+            GatewayError::CorsRejected => "cors_rejected",
         }
     }
 
@@ -119,6 +131,9 @@ impl GatewayError {
             GatewayError::Overloaded => "the upstream is overloaded; retry shortly",
             GatewayError::InvalidBody(_) => "the request body does not match what this route accepts",
             GatewayError::RouteMisconfigured => "this route cannot check request bodies right now",
+            GatewayError::IpForbidden => "requests from this address are not allowed here",
+            GatewayError::RequestBlocked => "the request was blocked by the gateway's filters",
+            GatewayError::CorsRejected => "this cross-origin request is not allowed",
         }
     }
 

@@ -49,6 +49,14 @@ fn incarnation() -> u64 {
     u64::from_le_bytes(b)
 }
 
+fn nonzero(v: usize, default: usize) -> usize {
+    if v == 0 {
+        default
+    } else {
+        v
+    }
+}
+
 /// Fail-closed refusals are logged at most this often.
 const STALE_LOG_INTERVAL_MS: u64 = 1_000;
 /// Idle pooled connections kept per target.
@@ -97,7 +105,7 @@ impl Default for Limits {
 }
 
 /// Where this node runs and how its listener behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GatewayConfig {
     /// The node's region: upstream targets here are preferred.
     pub region: String,
@@ -106,6 +114,23 @@ pub struct GatewayConfig {
     pub https_port: Option<u16>,
     pub identity: IdentityConfig,
     pub traffic: TrafficConfig,
+    pub access_log: crate::access_log::AccessLogPolicy,
+    pub trace: crate::trace::TracePolicy,
+    pub edge: EdgeConfig,
+}
+
+/// Edge protection on this node, for every route.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeConfig {
+    /// Address and country rules checked before each route's own.
+    pub global_ip: Option<raftgate_model::edge::IpRules>,
+    /// The GeoIP database for country rules (None: none configured or it
+    /// did not load; country rules then refuse).
+    pub geo: crate::edge::Geo,
+    /// Memory for cached responses, all routes together (0: the default).
+    pub cache_capacity_bytes: usize,
+    /// Cached responses, all routes together (0: the default).
+    pub cache_max_entries: usize,
 }
 
 /// Rate limits and quotas on this node.
@@ -180,6 +205,8 @@ pub struct UpstreamRuntime {
     pub scheme: http::uri::Scheme,
     /// Each target's address as a URI authority, in target order.
     pub authorities: Vec<http::uri::Authority>,
+    /// Time to response head of each try that got one.
+    pub latency: crate::metrics::LatencyHistogram,
 }
 
 impl UpstreamRuntime {
@@ -211,7 +238,17 @@ impl UpstreamRuntime {
         let balancer = Balancer::new(&spec, states, region);
         let retry_budget = RetryBudget::new(&spec.retries);
         let shedder = spec.adaptive_concurrency.clone().map(crate::shed::AdaptiveLimit::new);
-        Self { spec, revision, balancer, retry_budget, client, scheme, authorities, shedder }
+        Self {
+            spec,
+            revision,
+            balancer,
+            retry_budget,
+            client,
+            scheme,
+            authorities,
+            shedder,
+            latency: Default::default(),
+        }
     }
 }
 
@@ -261,6 +298,10 @@ pub struct Snapshot {
     pub counters: HashMap<ObjectId, Arc<crate::catalog::RouteCounter>>,
     /// Compiled request schemas of the routes that have one.
     pub validators: HashMap<ObjectId, Arc<jsonschema::Validator>>,
+    /// Compression policies of the routes that compress.
+    pub compressors: HashMap<ObjectId, Arc<raftgate_compress::Policy>>,
+    /// Cache policies of the routes that cache.
+    pub caches: HashMap<ObjectId, Arc<raftgate_cache::Policy>>,
 }
 
 impl Snapshot {
@@ -271,6 +312,8 @@ impl Snapshot {
             upstreams: HashMap::new(),
             counters: HashMap::new(),
             validators: HashMap::new(),
+            compressors: HashMap::new(),
+            caches: HashMap::new(),
         }
     }
 }
@@ -300,6 +343,8 @@ pub struct Gateway {
     cluster_size: std::sync::atomic::AtomicUsize,
     route_counters: crate::catalog::RouteCounters,
     unknown_paths: crate::catalog::UnknownPaths,
+    metrics: crate::metrics::GatewayMetrics,
+    response_cache: Arc<raftgate_cache::ResponseCache>,
     /// How upstream connections are opened (None: TCP).
     dial: Option<Dial>,
 }
@@ -353,6 +398,11 @@ impl Gateway {
             ),
             cluster_size: std::sync::atomic::AtomicUsize::new(1),
             route_counters: Default::default(),
+            metrics: Default::default(),
+            response_cache: Arc::new(raftgate_cache::ResponseCache::new(
+                nonzero(config.edge.cache_capacity_bytes, crate::cache::DEFAULT_CACHE_CAPACITY_BYTES),
+                nonzero(config.edge.cache_max_entries, crate::cache::DEFAULT_CACHE_MAX_ENTRIES),
+            )),
             unknown_paths: Default::default(),
             dial,
             config,
@@ -573,6 +623,32 @@ impl Gateway {
     }
 
     /// Monotonic milliseconds since the gateway started (balancer clock).
+    /// Drops cached responses (a replicated `PurgeCache`, as it applies).
+    pub fn purge_cache(&self, route: Option<&ObjectId>, path_prefix: Option<&str>) -> usize {
+        let n = match (route, path_prefix) {
+            (None, None) => self.response_cache.purge_all(),
+            (Some(r), None) => self.response_cache.purge_route(r.as_str()),
+            (r, Some(p)) => self.response_cache.purge_prefix(r.map(|r| r.as_str()), p),
+        };
+        tracing::info!(
+            route = route.map_or("*", |r| r.as_str()),
+            path_prefix = path_prefix.unwrap_or(""),
+            purged = n,
+            "cache purged"
+        );
+        n
+    }
+
+    /// The node's response cache (all routes).
+    pub fn response_cache(&self) -> &Arc<raftgate_cache::ResponseCache> {
+        &self.response_cache
+    }
+
+    /// The instant `now_ms` counts from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -632,11 +708,42 @@ impl Gateway {
                 Err(e) => tracing::error!(route = %id, error = %e, "request schema does not compile"),
             }
         }
-        self.current.store(Arc::new(Snapshot { revision, router, upstreams: runtimes, counters, validators }));
+        let compressors = routes
+            .iter()
+            .filter_map(|(id, stored)| {
+                let c = stored.spec.compression.as_ref()?;
+                Some((id.clone(), Arc::new(crate::edge::compression_policy(c))))
+            })
+            .collect();
+        let caches = routes
+            .iter()
+            .filter_map(|(id, stored)| {
+                let c = stored.spec.cache.as_ref()?;
+                Some((id.clone(), Arc::new(crate::cache::policy(c))))
+            })
+            .collect();
+        self.current.store(Arc::new(Snapshot {
+            revision,
+            router,
+            upstreams: runtimes,
+            counters,
+            validators,
+            compressors,
+            caches,
+        }));
         started.elapsed()
     }
 
     /// Requests no specific route matched, by method and path template.
+    pub fn metrics(&self) -> &crate::metrics::GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Every route's counters (responses, latency, limits) on this node.
+    pub fn route_metrics(&self) -> Vec<(ObjectId, Arc<crate::catalog::RouteCounter>)> {
+        self.route_counters.all()
+    }
+
     pub fn unknown_paths(&self) -> &crate::catalog::UnknownPaths {
         &self.unknown_paths
     }
@@ -672,6 +779,7 @@ mod tests {
             https_port: None,
             identity: IdentityConfig::default(),
             traffic: TrafficConfig::default(),
+            ..Default::default()
         })
     }
 

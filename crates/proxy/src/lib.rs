@@ -13,22 +13,27 @@
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
 
+pub mod access_log;
 pub mod auth;
 pub mod balance;
 pub mod body;
+pub mod cache;
 pub mod catalog;
 pub mod connect;
+pub mod edge;
 pub mod error;
 pub mod forwarded;
 pub mod framing;
 pub mod gateway;
 pub mod health;
 pub mod jwks;
+pub mod metrics;
 pub mod pipeline;
 pub mod router;
 pub mod server;
 pub mod shed;
 pub mod tls;
+pub mod trace;
 pub mod traffic;
 
 pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, TrafficConfig, ViewAge};

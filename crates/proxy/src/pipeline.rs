@@ -33,12 +33,14 @@ use raftgate_model::path::normalize_path;
 use raftgate_model::route::{Balance, HashOn, UpstreamProtocol, DEFAULT_MAX_BODY_BYTES, DEFAULT_ROUTE_TIMEOUT_MS};
 use raftgate_model::Route;
 
+use crate::access_log::Seen;
 use crate::balance::{HashKey, Outcome};
 use crate::body::{empty, is_body_too_large, IdleTimeout, Limited, ProxyBody, Tracked};
 use crate::error::GatewayError;
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::gateway::{Gateway, Snapshot, UpstreamRuntime};
 use crate::router::{normalize_host, Match, RequestView};
+use crate::trace::TraceContext;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Clone, Debug)]
@@ -71,26 +73,29 @@ struct Checked {
 pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = forwarded::request_id(req.headers());
-    let log = tracing::enabled!(target: "raftgate::access", tracing::Level::DEBUG)
-        .then(|| (req.method().clone(), req.uri().path().chars().take(256).collect::<String>()));
+    let config = gateway.config();
+    let facts = config
+        .access_log
+        .facts(req.headers(), req.method(), req.uri(), req.version(), || gateway.client_ip(&conn, req.headers()));
+    let trace = config.trace.propagate.then(|| TraceContext::for_request(req.headers(), &config.trace));
     let snapshot = gateway.snapshot();
-    let mut matched = None;
-    let response = match proxy(&gateway, &snapshot, &conn, &request_id, req, &mut matched).await {
+    let method = req.method().clone();
+    let mut seen = Seen::default();
+    let response = match proxy(&gateway, &snapshot, &conn, &request_id, trace.as_ref(), req, &mut seen).await {
         Ok(r) => r,
-        Err(e) => e.response(&request_id),
+        Err(e) => {
+            gateway.metrics().gateway_error(e.code());
+            seen.error = Some(e.code());
+            e.response(&request_id)
+        }
     };
-    if let Some((method, path)) = log {
-        tracing::debug!(
-            target: "raftgate::access",
-            request_id = %request_id,
-            client = %conn.client,
-            method = %method,
-            path = %path,
-            route = matched.as_ref().map(|r: &Arc<Route>| r.id.as_str()).unwrap_or("-"),
-            status = response.status().as_u16(),
-            duration_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
+    let elapsed = started.elapsed();
+    if let Some(c) = seen.route.as_ref().and_then(|r| snapshot.counters.get(&r.id)) {
+        c.metrics.record_response(&method, response.status(), elapsed);
+    }
+    if let Some(facts) = facts {
+        let tls = conn.proto == "https";
+        config.access_log.emit(facts, &request_id, trace.as_ref(), tls, response.status(), elapsed, &seen);
     }
     response
 }
@@ -100,21 +105,47 @@ async fn proxy(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     request_id: &str,
+    trace: Option<&TraceContext>,
     mut req: Request<Incoming>,
-    matched: &mut Option<Arc<Route>>,
+    seen: &mut Seen,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     if conn.framing.as_ref().is_some_and(|f| f.next_request_is_ambiguous()) {
         return Err(GatewayError::BadRequest);
     }
     let checked = request_filter(gateway, &req)?;
-    let (route, upstream_path) = match route(snapshot, &req, &checked) {
+    let edge = &gateway.config().edge;
+    if let Some(asked) = crate::edge::preflight_method(req.method(), req.headers()) {
+        let found = match route(snapshot, &req, &checked, None) {
+            Ok((r, _)) => Some(r),
+            Err(_) => route(snapshot, &req, &checked, Some(&asked)).ok().map(|(r, _)| r),
+        };
+        if let Some(r) = found {
+            if let Some(cors) = &r.cors {
+                seen.route = Some(r.clone());
+                if edge.global_ip.is_some() || r.ip.is_some() {
+                    crate::edge::check_ip(
+                        edge.global_ip.as_ref(),
+                        &r,
+                        gateway.client_ip(conn, req.headers()),
+                        &edge.geo,
+                    )?;
+                }
+                let mut resp = crate::edge::preflight(&r, cors, req.headers(), &asked)?;
+                if let Ok(v) = HeaderValue::from_str(request_id) {
+                    resp.headers_mut().insert(X_REQUEST_ID, v);
+                }
+                return Ok(resp);
+            }
+        }
+    }
+    let (route, upstream_path) = match route(snapshot, &req, &checked, None) {
         Err(GatewayError::RouteNotFound) => {
             gateway.unknown_paths().record(req.method().as_str(), &checked.path);
             return Err(GatewayError::RouteNotFound);
         }
         found => found?,
     };
-    *matched = Some(route.clone());
+    seen.route = Some(route.clone());
     if let Some(c) = snapshot.counters.get(&route.id) {
         c.count(gateway.wall_ms() / 60_000);
     }
@@ -124,8 +155,46 @@ async fn proxy(
     if route.https_redirect && conn.proto == "http" {
         return redirect_to_https(gateway, &req, &checked, request_id);
     }
+    if edge.global_ip.is_some() || route.ip.is_some() {
+        crate::edge::check_ip(edge.global_ip.as_ref(), &route, gateway.client_ip(conn, req.headers()), &edge.geo)?;
+    }
     let principal = crate::auth::authenticate(gateway, &route, req.headers(), req.uri().query(), conn, request_id)?;
-    let rate = crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers())?;
+    seen.principal = principal.clone();
+    let stats = snapshot.counters.get(&route.id).map(|c| &c.metrics);
+    let rate = crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers(), stats)?;
+    let client = ClientSide {
+        method: req.method().clone(),
+        origin: route.cors.as_ref().and_then(|_| req.headers().get(http::header::ORIGIN).cloned()),
+        accept_encoding: match snapshot.compressors.contains_key(&route.id) {
+            true => req.headers().get_all(http::header::ACCEPT_ENCODING).iter().cloned().collect(),
+            false => Vec::new(),
+        },
+    };
+    let cache_policy = snapshot.caches.get(&route.id);
+    let pending = match cache_policy {
+        Some(policy) => {
+            let host = checked.host.as_deref().unwrap_or("");
+            let cache = gateway.response_cache();
+            let now_ms = gateway.now_ms();
+            match crate::cache::before(
+                cache,
+                policy,
+                route.id.as_str(),
+                req.method(),
+                host,
+                &checked.path,
+                req.uri().query(),
+                req.headers(),
+                now_ms,
+            ) {
+                crate::cache::Before::Hit(resp) => {
+                    return Ok(deliver(resp, snapshot, &route, request_id, conn, rate.as_ref(), &client));
+                }
+                crate::cache::Before::Forward(p) => Some(p),
+            }
+        }
+        None => None,
+    };
     let upstream = snapshot.upstreams.get(&route.upstream).ok_or(GatewayError::NoHealthyUpstream)?;
 
     let limit = route.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -152,6 +221,9 @@ async fn proxy(
         }
     };
     let mut headers = upstream_request(conn, request_id, &route, &parts.headers, &checked, upstream.spec.protocol);
+    if let Some(t) = trace {
+        t.apply(&mut headers);
+    }
     if let Some(len) = checked_len {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
@@ -196,11 +268,50 @@ async fn proxy(
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, idle, conn.slot.clone()));
         }
     }
-    let mut response = response_filter(response, &route, request_id, conn);
-    if let Some(info) = &rate {
+    if let (Some(p), Some(policy)) = (pending, cache_policy) {
+        response = crate::cache::after(
+            p,
+            gateway.response_cache(),
+            policy,
+            &client.method,
+            &parts.headers,
+            response,
+            gateway.epoch(),
+        );
+    }
+    Ok(deliver(response, snapshot, &route, request_id, conn, rate.as_ref(), &client))
+}
+
+/// What the response stages need of the request, kept before it is sent.
+struct ClientSide {
+    method: Method,
+    /// The `Origin` of a request to a CORS route.
+    origin: Option<HeaderValue>,
+    /// `Accept-Encoding` of a request to a compressing route.
+    accept_encoding: Vec<HeaderValue>,
+}
+
+/// Phases 5 and on, for a response from the upstream or the cache.
+fn deliver(
+    response: Response<ProxyBody>,
+    snapshot: &Snapshot,
+    route: &Route,
+    request_id: &str,
+    conn: &ConnInfo,
+    rate: Option<&crate::traffic::RateInfo>,
+    client: &ClientSide,
+) -> Response<ProxyBody> {
+    let mut response = response_filter(response, route, request_id, conn);
+    if let Some(info) = rate {
         crate::traffic::set_rate_headers(response.headers_mut(), info);
     }
-    Ok(response)
+    if let Some(cors) = &route.cors {
+        crate::edge::cors_headers(cors, client.origin.as_ref(), response.headers_mut());
+    }
+    match snapshot.compressors.get(&route.id) {
+        Some(policy) => crate::edge::compress(response, policy, &client.method, &client.accept_encoding),
+        None => response,
+    }
 }
 
 /// A 308 to the same URL over HTTPS (this node's HTTPS port, or 443).
@@ -294,12 +405,13 @@ fn route(
     snapshot: &Snapshot,
     req: &Request<Incoming>,
     checked: &Checked,
+    as_method: Option<&Method>,
 ) -> Result<(Arc<Route>, String), GatewayError> {
     let view = RequestView {
         host: checked.host.as_deref(),
         path: &checked.path,
         query: req.uri().query(),
-        method: req.method(),
+        method: as_method.unwrap_or(req.method()),
         headers: req.headers(),
     };
     match snapshot.router.find(&view) {
@@ -464,6 +576,7 @@ async fn send(
         let latency_us = sent.elapsed().as_micros() as u64;
         match outcome {
             Ok(Ok(resp)) => {
+                upstream.latency.observe(sent.elapsed());
                 let failed = matches!(resp.status().as_u16(), 502..=504);
                 let result = if failed { Outcome::Failure } else { Outcome::Success };
                 upstream.balancer.record(index, result, latency_us, gateway.now_ms());

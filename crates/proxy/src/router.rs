@@ -346,7 +346,7 @@ fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item
 
 /// Form-style percent decoding (`+` is a space). `None` for a malformed
 /// `%XX` or a result that is not UTF-8. Borrows when nothing is encoded.
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Some(Cow::Borrowed(s));
     }

@@ -525,7 +525,14 @@ pub fn check(
     principal: Option<&Principal>,
     conn: &ConnInfo,
     headers: &HeaderMap,
+    stats: Option<&crate::metrics::RouteMetrics>,
 ) -> Result<Option<RateInfo>, GatewayError> {
+    use crate::metrics::LimitKind;
+    let record = |kind, allowed| {
+        if let Some(s) = stats {
+            s.record_limit(kind, allowed);
+        }
+    };
     // Plain routes pay nothing here: no snapshot load, no allocation.
     if principal.is_none() && route.limits.is_empty() {
         return Ok(None);
@@ -550,8 +557,14 @@ pub fn check(
             let value = key_value(&r.key, route, principal, client_ip, headers);
             let key = format!("{scope:?}#{i}|{value}");
             match gateway.rate_limiter().check(&key, rate, burst) {
-                Ok(info) => tightest = tighter(tightest, info),
-                Err(info) => return Err(GatewayError::RateLimited(info)),
+                Ok(info) => {
+                    record(LimitKind::Rate, true);
+                    tightest = tighter(tightest, info)
+                }
+                Err(info) => {
+                    record(LimitKind::Rate, false);
+                    return Err(GatewayError::RateLimited(info));
+                }
             }
         }
     }
@@ -569,16 +582,19 @@ pub fn check(
             let reset_s = end.saturating_sub(now_ms).div_ceil(1_000);
             match gateway.quota_leases().admit(key, q.limit, end) {
                 Admission::Admitted { remaining } => {
+                    record(LimitKind::Quota, true);
                     tightest = tighter(tightest, RateInfo { limit: q.limit, remaining, reset_s })
                 }
                 // Either the cluster's budget is spent (wait for the window) or this
                 // node's lease is: a batch interval brings more if any is left.
                 Admission::Refused { budget_spent } => {
+                    record(LimitKind::Quota, false);
                     let retry = if budget_spent { reset_s } else { 1 };
                     return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: retry }));
                 }
                 Admission::Full => {
-                    return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: 1 }))
+                    record(LimitKind::Quota, false);
+                    return Err(GatewayError::RateLimited(RateInfo { limit: q.limit, remaining: 0, reset_s: 1 }));
                 }
             }
         }
@@ -609,41 +625,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
 }
 
 /// An address block, e.g. `10.0.0.0/8` or `2001:db8::/32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() { max } else { p.parse().map_err(|_| format!("{s:?}: bad prefix length"))? };
-        if prefix > max {
-            return Err(format!("{s:?}: prefix longer than {max}"));
-        }
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+/// An address block (shared with the IP rules).
+pub use raftgate_model::edge::Cidr;
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,7 @@ impl World {
             https_port: None,
             identity,
             traffic: Default::default(),
+            ..Default::default()
         };
         let routes = json!([
             {"id": "open", "upstream": "u", "paths": [{"prefix": "/open"}]},

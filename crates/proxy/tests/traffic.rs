@@ -30,6 +30,7 @@ async fn start(route: serde_json::Value) -> (TestGateway, Arc<AtomicUsize>, Stat
         https_port: None,
         identity: IdentityConfig::default(),
         traffic: TrafficConfig { node_id: NODE, ..TrafficConfig::default() },
+        ..Default::default()
     };
     let upstreams = json!([{"id": "u", "targets": [{"addr": up.addr.to_string()}]}]);
     let gw = TestGateway::start_config(json!([route.clone()]), upstreams.clone(), config, None).await;
@@ -162,6 +163,7 @@ async fn an_overloaded_upstream_sheds_low_priority_plans_first_and_fast() {
         https_port: None,
         identity: IdentityConfig { key_hasher: hasher.clone(), ..IdentityConfig::default() },
         traffic: TrafficConfig { node_id: NODE, ..TrafficConfig::default() },
+        ..Default::default()
     };
     let upstream = json!({"id": "u", "targets": [{"addr": up.addr.to_string()}],
         "adaptive_concurrency": {"initial_limit": 8, "min_limit": 2, "max_limit": 100}});
@@ -225,6 +227,7 @@ async fn a_consumers_plan_sets_its_limits_and_a_plan_change_applies_live() {
         https_port: None,
         identity: IdentityConfig { key_hasher: hasher.clone(), ..IdentityConfig::default() },
         traffic: TrafficConfig { node_id: NODE, ..TrafficConfig::default() },
+        ..Default::default()
     };
     let route = json!({"id": "r", "upstream": "u", "auth": {"api_key": {}}});
     let gw = TestGateway::start_config(

@@ -71,6 +71,7 @@ impl TestGateway {
             https_port,
             identity: raftgate_proxy::IdentityConfig::default(),
             traffic: Default::default(),
+            ..Default::default()
         };
         Self::start_config(routes, upstreams, config, tls).await
     }
