@@ -345,6 +345,7 @@ pub struct Gateway {
     unknown_paths: crate::catalog::UnknownPaths,
     metrics: crate::metrics::GatewayMetrics,
     response_cache: Arc<raftgate_cache::ResponseCache>,
+    waf: raftgate_waf::Inspector,
     /// How upstream connections are opened (None: TCP).
     dial: Option<Dial>,
 }
@@ -399,6 +400,7 @@ impl Gateway {
             cluster_size: std::sync::atomic::AtomicUsize::new(1),
             route_counters: Default::default(),
             metrics: Default::default(),
+            waf: crate::waf::inspector(),
             response_cache: Arc::new(raftgate_cache::ResponseCache::new(
                 nonzero(config.edge.cache_capacity_bytes, crate::cache::DEFAULT_CACHE_CAPACITY_BYTES),
                 nonzero(config.edge.cache_max_entries, crate::cache::DEFAULT_CACHE_MAX_ENTRIES),
@@ -637,6 +639,11 @@ impl Gateway {
             "cache purged"
         );
         n
+    }
+
+    /// The WAF's compiled rules.
+    pub fn waf(&self) -> &raftgate_waf::Inspector {
+        &self.waf
     }
 
     /// The node's response cache (all routes).

@@ -35,5 +35,6 @@ pub mod shed;
 pub mod tls;
 pub mod trace;
 pub mod traffic;
+pub mod waf;
 
 pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, TrafficConfig, ViewAge};

@@ -49,6 +49,17 @@ fn method_index(m: &Method) -> usize {
     }
 }
 
+const WAF_CATEGORIES: [&str; 4] = ["sqli", "xss", "cmdi", "traversal"];
+
+fn waf_index(c: raftgate_waf::Category) -> usize {
+    match c {
+        raftgate_waf::Category::SqlInjection => 0,
+        raftgate_waf::Category::Xss => 1,
+        raftgate_waf::Category::CommandInjection => 2,
+        raftgate_waf::Category::PathTraversal => 3,
+    }
+}
+
 fn class_index(status: StatusCode) -> usize {
     (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
@@ -101,6 +112,8 @@ pub struct RouteMetrics {
     pub duration: LatencyHistogram,
     /// [rate, quota] × [allowed, limited].
     limits: [[AtomicU64; 2]; 2],
+    /// WAF findings: category × [blocked, logged].
+    waf: [[AtomicU64; 2]; 4],
 }
 
 impl RouteMetrics {
@@ -111,6 +124,10 @@ impl RouteMetrics {
 
     pub fn record_limit(&self, kind: LimitKind, allowed: bool) {
         self.limits[kind as usize][usize::from(!allowed)].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_waf(&self, category: raftgate_waf::Category, blocked: bool) {
+        self.waf[waf_index(category)][usize::from(!blocked)].fetch_add(1, Relaxed);
     }
 
     /// Responses of this route with this method and status class so far.
@@ -208,6 +225,48 @@ impl Collector for DataPlaneCollector {
                 }
             }
         }
+
+        let mut e = encoder.encode_descriptor(
+            "raftgate_waf_findings",
+            "WAF findings, by route, category and action (blocked or logged).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, c) in &routes {
+            for (ci, category) in WAF_CATEGORIES.iter().enumerate() {
+                for (ai, action) in ["blocked", "logged"].iter().enumerate() {
+                    let n = c.metrics.waf[ci][ai].load(Relaxed);
+                    if n > 0 {
+                        let labels = [("route", route.as_str()), ("category", category), ("action", action)];
+                        counter(n, e.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        let cache = gateway.response_cache().stats();
+        let mut e = encoder.encode_descriptor(
+            "raftgate_cache_lookups",
+            "Response-cache lookups on this node, by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(cache.hits, e.encode_family(&[("result", "hit")])?)?;
+        counter(cache.misses, e.encode_family(&[("result", "miss")])?)?;
+        counter(
+            cache.evictions,
+            encoder.encode_descriptor(
+                "raftgate_cache_evictions",
+                "Entries evicted to stay within the cache's bounds.",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
+        encoder
+            .encode_descriptor("raftgate_cache_bytes", "Bytes held by the response cache.", None, MetricType::Gauge)?
+            .encode_gauge(&(cache.bytes as i64))?;
+        encoder
+            .encode_descriptor("raftgate_cache_entries", "Entries in the response cache.", None, MetricType::Gauge)?
+            .encode_gauge(&(cache.entries as i64))?;
 
         let snapshot = gateway.snapshot();
         let mut upstreams: Vec<_> = snapshot.upstreams.iter().collect();

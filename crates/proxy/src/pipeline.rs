@@ -161,6 +161,12 @@ async fn proxy(
     let principal = crate::auth::authenticate(gateway, &route, req.headers(), req.uri().query(), conn, request_id)?;
     seen.principal = principal.clone();
     let stats = snapshot.counters.get(&route.id).map(|c| &c.metrics);
+    if let Some(waf) = &route.waf {
+        let found = crate::waf::inspect_head(gateway.waf(), waf, req.uri().path(), req.uri().query(), req.headers());
+        if let Some(f) = found {
+            crate::waf::act(&route, waf, &f, stats, request_id)?;
+        }
+    }
     let rate = crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers(), stats)?;
     let client = ClientSide {
         method: req.method().clone(),
@@ -208,13 +214,36 @@ async fn proxy(
     let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
     // Bodiless reads (GET, HEAD, a preflight…) have nothing to check.
     let reads = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE);
-    let (body, body_too_large, has_body, checked_len) = match &route.request_schema {
-        Some(_) if !reads || has_body => {
-            let bytes = validated_body(snapshot, &route, &parts.headers, body, limit, idle).await?;
+    let waf_body = route.waf.as_ref().filter(|w| w.inspect_body && (!reads || has_body));
+    let schema = route.request_schema.is_some() && (!reads || has_body);
+    // A log-mode WAF lets a body it cannot read whole through uninspected.
+    let waf_body = waf_body.filter(|w| {
+        w.mode == raftgate_model::edge::WafMode::Block
+            || content_length(&parts.headers).is_none_or(|n| n <= u64::from(w.body_limit()))
+    });
+    let (body, body_too_large, has_body, checked_len) = match (schema, waf_body) {
+        (true, _) | (false, Some(_)) => {
+            let max = match (schema, waf_body) {
+                (true, Some(w)) => {
+                    limit.min(raftgate_model::route::MAX_VALIDATED_BODY_BYTES).min(u64::from(w.body_limit()))
+                }
+                (true, None) => limit.min(raftgate_model::route::MAX_VALIDATED_BODY_BYTES),
+                (false, Some(w)) => limit.min(u64::from(w.body_limit())),
+                (false, None) => limit,
+            };
+            let bytes = read_whole(&route, body, max, idle).await?;
+            if schema {
+                check_schema(snapshot, &route, &parts.headers, &bytes)?;
+            }
+            if let Some(w) = waf_body {
+                if let Some(f) = crate::waf::inspect_body(gateway.waf(), &parts.headers, &bytes)? {
+                    crate::waf::act(&route, w, &f, stats, request_id)?;
+                }
+            }
             let len = bytes.len();
             (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
         }
-        _ => {
+        (false, None) => {
             let limited = Limited::new(body, limit);
             let tripped = limited.tripped();
             (IdleTimeout::new(limited, idle).boxed_unsync(), tripped, has_body, None)
@@ -421,17 +450,21 @@ fn route(
     }
 }
 
-/// Phase 2c: the whole body, read (bounded) and checked against the route's
-/// JSON Schema before anything is sent upstream.
-async fn validated_body(
-    snapshot: &Snapshot,
-    route: &Route,
-    headers: &HeaderMap,
-    body: Incoming,
-    limit: u64,
-    idle: Duration,
-) -> Result<bytes::Bytes, GatewayError> {
-    use raftgate_model::route::MAX_VALIDATED_BODY_BYTES;
+/// Phase 2c: the whole body, read within `max` bytes and the route's
+/// timeout (not just each chunk within the idle timeout), for the stages
+/// that must see all of it (schema, WAF) before anything is sent upstream.
+async fn read_whole(route: &Route, body: Incoming, max: u64, idle: Duration) -> Result<bytes::Bytes, GatewayError> {
+    let total = Duration::from_millis(u64::from(route.timeout_ms.unwrap_or(DEFAULT_ROUTE_TIMEOUT_MS)));
+    let collect = http_body_util::Limited::new(IdleTimeout::new(body, idle), max as usize).collect();
+    match tokio::time::timeout(total, collect).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge),
+        Ok(Err(_)) | Err(_) => Err(GatewayError::BadRequest),
+    }
+}
+
+/// Phase 2c: the body checked against the route's JSON Schema.
+fn check_schema(snapshot: &Snapshot, route: &Route, headers: &HeaderMap, bytes: &[u8]) -> Result<(), GatewayError> {
     let validator = snapshot.validators.get(&route.id).ok_or(GatewayError::RouteMisconfigured)?;
     if headers.get_all(http::header::CONTENT_TYPE).iter().count() > 1 {
         return Err(GatewayError::InvalidBody("the request has more than one Content-Type".into()));
@@ -443,16 +476,7 @@ async fn validated_body(
     if !json {
         return Err(GatewayError::InvalidBody("the body must be JSON (Content-Type: application/json)".into()));
     }
-    let max = limit.min(MAX_VALIDATED_BODY_BYTES) as usize;
-    // The whole body within the route's timeout, not just each chunk within the idle timeout.
-    let total = Duration::from_millis(u64::from(route.timeout_ms.unwrap_or(DEFAULT_ROUTE_TIMEOUT_MS)));
-    let collect = http_body_util::Limited::new(IdleTimeout::new(body, idle), max).collect();
-    let bytes = match tokio::time::timeout(total, collect).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
-        Ok(Err(_)) | Err(_) => return Err(GatewayError::BadRequest),
-    };
-    let value = crate::body::parse_json_strict(&bytes)
+    let value = crate::body::parse_json_strict(bytes)
         .map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
     if let Some(err) = validator.iter_errors(&value).next() {
         let at = err.instance_path().to_string();
@@ -464,7 +488,7 @@ async fn validated_body(
         }
         return Err(GatewayError::InvalidBody(detail));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Phase 3: the headers the upstream receives.

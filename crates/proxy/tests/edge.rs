@@ -279,3 +279,41 @@ async fn route_metrics_count_responses_by_method_and_class() {
     assert_eq!(counter.metrics.responses(&http::Method::GET, http::StatusCode::OK), 3);
     assert_eq!(counter.metrics.duration.count(), 3);
 }
+
+#[tokio::test]
+async fn the_waf_blocks_attacks_in_block_mode_and_only_logs_them_in_log_mode() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(
+        json!([{"id": "shop", "upstream": "u", "paths": [{"prefix": "/shop"}], "methods": ["GET", "POST"],
+                "waf": {"mode": "block", "max_body_bytes": 4096}},
+               {"id": "watch", "upstream": "u", "paths": [{"prefix": "/watch"}], "waf": {"mode": "log"}}]),
+        json!([upstream("u", up.addr)]),
+    )
+    .await;
+    let client = http1_client();
+    let a = get(&gw.url("/shop/search?q=%27%20OR%201%3D1--")).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["error"]["code"], "request_blocked");
+    let a = send(&client, req("GET", gw.url("/shop/item"), &[("x-note", "<script>alert(1)</script>")])).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(get(&gw.url("/shop/search?q=O%27Brien%20select%20the%20best")).await.status, 200, "benign text passes");
+    assert_eq!(get(&gw.url("/watch/search?q=%27%20OR%201%3D1--")).await.status, 200, "log mode lets it through");
+
+    let post = |path: &str, body: String| {
+        Request::post(gw.url(path)).header("content-type", "application/json").body(full(body)).unwrap()
+    };
+    let a = send(&client, post("/shop/order", r#"{"note":"; cat /etc/passwd"}"#.into())).await;
+    assert_eq!(a.status, 403);
+    let benign = r#"{"name":"O'Brien","items":[{"sku":"A-1","qty":2}],"note":"leave at the door; thanks"}"#;
+    let a = send(&client, post("/shop/order", benign.into())).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["body_bytes"], benign.len(), "the inspected body reaches the upstream whole");
+    // Bounded work: larger than the inspection limit, or nested too deep.
+    let a = send(&client, post("/shop/order", format!(r#"{{"pad":"{}"}}"#, "a".repeat(5000)))).await;
+    assert_eq!(a.status, 413);
+    let a = send(&client, post("/shop/order", format!("{}{}", "[".repeat(1000), "]".repeat(1000)))).await;
+    assert_eq!(a.status, 400);
+    let counted = gw.gateway.route_metrics();
+    let (_, shop) = counted.iter().find(|(id, _)| id.as_str() == "shop").unwrap();
+    assert_eq!(shop.metrics.responses(&http::Method::GET, http::StatusCode::FORBIDDEN), 2);
+}
