@@ -67,7 +67,7 @@ pub fn need(rpc: &str) -> Option<Need> {
         "AddLearner" | "Promote" | "RemoveNode" | "PutSetting" | "DeleteSetting" | "ApplyIssuer" | "DeleteIssuer"
         | "ApplyPlan" | "DeletePlan" | "ResetQuota" | "ApplyOperator" | "DeleteOperator" | "CreateAdminToken"
         | "DeleteAdminToken" | "ApplyCertificate" | "DeleteCertificate" => Admin,
-        "SubmitQuotaLeases" | "RecordDenials" => Node,
+        "SubmitQuotaLeases" | "RecordDenials" | "ReportAnomaly" => Node,
         // The handler checks the caller may apply (and delete) each kind the document holds.
         "ApplyConfig" => Operate,
         "DumpConfig" => Read,

@@ -423,6 +423,18 @@ impl Admin for AdminService {
         let local = self.write(&origin, command).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.reset_quota(r).await }).await
     }
+    async fn report_anomaly(&self, req: Request<pb::ReportAnomalyRequest>) -> Reply<pb::WriteReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let id = ObjectId::parse(msg.consumer.clone())
+            .map_err(|e| Status::invalid_argument(format!("consumer: {}", e.message)))?;
+        let reason: String = msg.reason.chars().take(256).collect();
+        let target = raftgate_model::identity::RevocationTarget::Consumer { id };
+        let command =
+            Command::Revoke { target, until_ms: None, reason: format!("anomaly seen by node {}: {reason}", msg.node) };
+        let local = self.write(&origin, command).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.report_anomaly(r).await }).await
+    }
     async fn purge_cache(&self, req: Request<pb::PurgeCacheRequest>) -> Reply<pb::WriteReply> {
         let origin = forward::origin(&req);
         let msg = req.into_inner();

@@ -451,6 +451,93 @@ impl CompressionPolicy {
     }
 }
 
+/// Credential-stuffing defence for a login route: failed logins (the
+/// statuses in `failure_statuses`, from the upstream or the gateway) are
+/// counted per client address and per account within `window_s`; past a
+/// limit that address or account is locked out for `lockout_s` (429
+/// `login_locked` with `Retry-After`), on this node. A successful login
+/// clears the account's count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginProtection {
+    /// Where the account name is: a JSON pointer into a JSON body
+    /// (`/username`) or a form field name (`username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_field: Option<String>,
+    /// Or a request header (lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_header: Option<String>,
+    #[serde(default = "default_failure_statuses")]
+    pub failure_statuses: Vec<u16>,
+    #[serde(default = "default_ip_failures")]
+    pub max_failures_per_ip: u32,
+    #[serde(default = "default_account_failures")]
+    pub max_failures_per_account: u32,
+    #[serde(default = "default_login_window_s")]
+    pub window_s: u32,
+    #[serde(default = "default_lockout_s")]
+    pub lockout_s: u32,
+}
+
+fn default_failure_statuses() -> Vec<u16> {
+    vec![401, 403]
+}
+fn default_ip_failures() -> u32 {
+    20
+}
+fn default_account_failures() -> u32 {
+    5
+}
+fn default_login_window_s() -> u32 {
+    300
+}
+fn default_lockout_s() -> u32 {
+    900
+}
+
+/// Longest login lockout or counting window.
+pub const MAX_LOGIN_WINDOW_S: u32 = 86_400;
+/// Largest body read to find the account of a login.
+pub const MAX_LOGIN_BODY_BYTES: u32 = 64 << 10;
+
+impl LoginProtection {
+    pub fn validate(&self, at: &str) -> Result<(), FieldError> {
+        if self.account_field.is_some() && self.account_header.is_some() {
+            return Err(err(format!("{at}.account_header"), "use either account_field or account_header"));
+        }
+        if let Some(f) = &self.account_field {
+            if f.is_empty() || f.len() > 256 {
+                return Err(err(format!("{at}.account_field"), "must be 1 to 256 characters"));
+            }
+        }
+        if let Some(h) = &self.account_header {
+            if http_token(h).is_err() || h.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(err(format!("{at}.account_header"), "must be a lower-case header name"));
+            }
+        }
+        if self.failure_statuses.is_empty() || self.failure_statuses.len() > 16 {
+            return Err(err(format!("{at}.failure_statuses"), "1 to 16 statuses"));
+        }
+        if let Some(s) = self.failure_statuses.iter().find(|s| !(400..=599).contains(*s)) {
+            return Err(err(format!("{at}.failure_statuses"), format!("{s} is not a 4xx or 5xx status")));
+        }
+        for (name, v) in [
+            ("max_failures_per_ip", self.max_failures_per_ip),
+            ("max_failures_per_account", self.max_failures_per_account),
+        ] {
+            if v == 0 || v > 1_000_000 {
+                return Err(err(format!("{at}.{name}"), "must be 1 to 1000000"));
+            }
+        }
+        for (name, v) in [("window_s", self.window_s), ("lockout_s", self.lockout_s)] {
+            if v == 0 || v > MAX_LOGIN_WINDOW_S {
+                return Err(err(format!("{at}.{name}"), format!("must be 1 to {MAX_LOGIN_WINDOW_S}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -464,6 +464,10 @@ pub struct Route {
     /// Response compression (gzip, br, zstd) by `Accept-Encoding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<crate::edge::CompressionPolicy>,
+    /// Credential-stuffing defence: failed logins counted per address and
+    /// account, with a temporary lockout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<crate::edge::LoginProtection>,
 }
 
 /// Largest request schema document.
@@ -730,6 +734,9 @@ impl Route {
         }
         if let Some(c) = &self.compression {
             c.validate("compression")?;
+        }
+        if let Some(l) = &self.login {
+            l.validate("login")?;
         }
         Ok(())
     }

@@ -39,6 +39,96 @@ pub struct NodeConfig {
     pub tracing: TracingSection,
     /// Edge protection for every route: global IP rules, GeoIP, cache memory.
     pub edge: EdgeSection,
+    /// Traffic anomaly detection per consumer.
+    pub abuse: AbuseSection,
+}
+
+/// `[abuse]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AbuseSection {
+    /// Off without this section.
+    pub anomaly: Option<AnomalySection>,
+}
+
+/// `[abuse.anomaly]`: per-consumer EWMA baselines of request rate and
+/// error ratio, and what to do when a consumer leaves them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalySection {
+    /// `flag` (log and count), `throttle` (hold the consumer to
+    /// `throttle_rate_per_s` on this node for the cooldown) or `revoke`
+    /// (revoke its credentials through the audited revocation command).
+    pub action: String,
+    pub rate_factor: f64,
+    pub min_rate_per_s: f64,
+    pub error_ratio: f64,
+    pub min_requests: u32,
+    pub warmup_s: u32,
+    pub baseline_half_life_s: u32,
+    pub throttle_rate_per_s: u32,
+    pub cooldown_s: u32,
+}
+
+impl Default for AnomalySection {
+    fn default() -> Self {
+        let p = raftgate_proxy::abuse::AnomalyPolicy::default();
+        Self {
+            action: "flag".into(),
+            rate_factor: p.rate_factor,
+            min_rate_per_s: p.min_rate_per_s,
+            error_ratio: p.error_ratio,
+            min_requests: p.min_requests as u32,
+            warmup_s: p.warmup_s,
+            baseline_half_life_s: p.baseline_half_life_s,
+            throttle_rate_per_s: p.throttle_rate_per_s,
+            cooldown_s: p.cooldown_s,
+        }
+    }
+}
+
+impl AnomalySection {
+    /// The detector's policy, or a field error.
+    pub fn policy(&self) -> Result<raftgate_proxy::abuse::AnomalyPolicy, ConfigError> {
+        use raftgate_proxy::abuse::{AnomalyAction, AnomalyPolicy};
+        let action = match self.action.as_str() {
+            "flag" => AnomalyAction::Flag,
+            "throttle" => AnomalyAction::Throttle,
+            "revoke" => AnomalyAction::Revoke,
+            _ => return Err(field("abuse.anomaly.action", "must be \"flag\", \"throttle\" or \"revoke\"")),
+        };
+        if !(1.5..=1_000.0).contains(&self.rate_factor) {
+            return Err(field("abuse.anomaly.rate_factor", "must be 1.5 to 1000"));
+        }
+        if !(0.0..=1_000_000.0).contains(&self.min_rate_per_s) {
+            return Err(field("abuse.anomaly.min_rate_per_s", "must be 0 to 1000000"));
+        }
+        if !(0.0 < self.error_ratio && self.error_ratio < 1.0) {
+            return Err(field("abuse.anomaly.error_ratio", "must be between 0 and 1"));
+        }
+        for (name, v, max) in [
+            ("min_requests", self.min_requests, 1_000_000),
+            ("warmup_s", self.warmup_s, 604_800),
+            ("baseline_half_life_s", self.baseline_half_life_s, 604_800),
+            ("throttle_rate_per_s", self.throttle_rate_per_s, 1_000_000),
+            ("cooldown_s", self.cooldown_s, 604_800),
+        ] {
+            if v == 0 || v > max {
+                return Err(field(format!("abuse.anomaly.{name}"), format!("must be 1 to {max}")));
+            }
+        }
+        Ok(AnomalyPolicy {
+            action,
+            rate_factor: self.rate_factor,
+            min_rate_per_s: self.min_rate_per_s,
+            error_ratio: self.error_ratio,
+            min_requests: f64::from(self.min_requests),
+            warmup_s: self.warmup_s,
+            baseline_half_life_s: self.baseline_half_life_s,
+            throttle_rate_per_s: self.throttle_rate_per_s,
+            cooldown_s: self.cooldown_s,
+        })
+    }
 }
 
 /// `[edge]`: what applies to every route on this node.
@@ -821,6 +911,9 @@ impl NodeConfig {
         self.http.validate()?;
         self.access_log.validate()?;
         self.edge.validate()?;
+        if let Some(a) = &self.abuse.anomaly {
+            a.policy()?;
+        }
         if !(0.0..=1.0).contains(&self.tracing.sample_rate) {
             return Err(field("tracing.sample_rate", "must be 0.0 to 1.0"));
         }

@@ -162,6 +162,7 @@ pub fn build_data_plane(
                 geo: load_geoip(config),
                 cache_capacity_bytes: config.edge.cache_capacity_bytes,
                 cache_max_entries: config.edge.cache_max_entries,
+                anomaly: config.abuse.anomaly.as_ref().map(|a| a.policy()).transpose()?,
             },
             trace: raftgate_proxy::trace::TracePolicy {
                 propagate: config.tracing.propagate,
@@ -273,6 +274,51 @@ impl ApplyObserver for DataPlanePublisher {
 /// grants synchronously).
 pub fn attach_data_plane(node: &Arc<ClusterNode>, gateway: &Arc<Gateway>) {
     node.observe_applied(Arc::new(DataPlanePublisher(gateway.clone())));
+}
+
+/// Rolls the anomaly detector every second and acts on what it raises:
+/// a log line for every event, and for `revoke` an audited revocation of
+/// the consumer through this node's own admin API (forwarded to the leader).
+pub async fn run_anomaly_actor(
+    gateway: Arc<Gateway>,
+    mut events: tokio::sync::mpsc::Receiver<raftgate_proxy::abuse::AnomalyEvent>,
+    link: Arc<Forwarder>,
+    admin_addr: String,
+    node_id: u64,
+) {
+    use raftgate_proxy::abuse::AnomalyAction;
+    let ticker_gateway = gateway.clone();
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(d) = ticker_gateway.anomaly() {
+                d.tick(ticker_gateway.now_ms());
+            }
+        }
+    });
+    let mut client = link.client(&admin_addr).ok();
+    while let Some(e) = events.recv().await {
+        tracing::warn!(target: "raftgate::abuse", consumer = %e.consumer, action = e.action.as_str(), reason = %e.reason, "consumer traffic anomaly");
+        if e.action != AnomalyAction::Revoke {
+            continue;
+        }
+        let Some(c) = client.as_mut() else { continue };
+        let req = raftgate_proto::admin::ReportAnomalyRequest {
+            consumer: e.consumer.to_string(),
+            reason: e.reason.clone(),
+            node: node_id,
+        };
+        match tokio::time::timeout(Duration::from_secs(10), c.report_anomaly(req)).await {
+            Ok(Ok(_)) => {
+                tracing::warn!(target: "raftgate::abuse", consumer = %e.consumer, "consumer revoked after an anomaly")
+            }
+            Ok(Err(s)) => tracing::error!(consumer = %e.consumer, error = %s.message(), "anomaly revocation refused"),
+            Err(_) => tracing::error!(consumer = %e.consumer, "anomaly revocation timed out"),
+        }
+    }
+    ticker.abort();
 }
 
 /// Sends this node's quota asks and returns, one command per batch
@@ -455,6 +501,16 @@ where
         background.spawn(raftgate_admin::run_denial_recorder(denials, link.clone(), config.node_info().admin_addr));
     } else {
         drop(denials);
+    }
+    if let Some(events) = data_plane.and_then(|g| g.take_anomaly_events()) {
+        let gateway = data_plane.expect("events come from a gateway").clone();
+        background.spawn(run_anomaly_actor(
+            gateway,
+            events,
+            link.clone(),
+            config.node_info().admin_addr,
+            config.node.id,
+        ));
     }
     if let Some(gateway) = data_plane {
         background.spawn(run_quota_batcher(

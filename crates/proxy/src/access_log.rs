@@ -197,6 +197,8 @@ pub struct Seen {
     pub route: Option<std::sync::Arc<raftgate_model::Route>>,
     pub principal: Option<crate::auth::Principal>,
     pub error: Option<&'static str>,
+    /// A login route's attempt, counted when the answer is known.
+    pub login: Option<crate::abuse::LoginAttempt>,
 }
 
 impl AccessLogPolicy {

@@ -24,6 +24,7 @@
 //! | 403 | `ip_forbidden` | the client address or its country is not allowed on this route (or by the node's global rules) |
 //! | 403 | `request_blocked` | the WAF found an attack in the request (route in `block` mode) |
 //! | 403 | `cors_rejected` | a CORS preflight for an origin, method or header the route does not allow |
+//! | 429 | `login_locked` | too many failed logins from this address or for this account (`Retry-After`) |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
 use bytes::Bytes;
@@ -60,6 +61,8 @@ pub enum GatewayError {
     IpForbidden,
     RequestBlocked,
     CorsRejected,
+    /// 429: a login lockout, with the seconds left.
+    LoginLocked(u64),
 }
 
 impl GatewayError {
@@ -81,6 +84,7 @@ impl GatewayError {
             GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::RouteMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::LoginLocked(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::IpForbidden | GatewayError::RequestBlocked | GatewayError::CorsRejected => {
                 StatusCode::FORBIDDEN
             }
@@ -109,6 +113,7 @@ impl GatewayError {
             GatewayError::IpForbidden => "ip_forbidden",
             GatewayError::RequestBlocked => "request_blocked",
             GatewayError::CorsRejected => "cors_rejected",
+            GatewayError::LoginLocked(_) => "login_locked",
         }
     }
 
@@ -134,6 +139,7 @@ impl GatewayError {
             GatewayError::IpForbidden => "requests from this address are not allowed here",
             GatewayError::RequestBlocked => "the request was blocked by the gateway's filters",
             GatewayError::CorsRejected => "this cross-origin request is not allowed",
+            GatewayError::LoginLocked(_) => "too many failed logins; retry after the time given",
         }
     }
 
@@ -168,6 +174,9 @@ impl GatewayError {
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="raftgate", error="insufficient_scope""#),
                 );
+            }
+            GatewayError::LoginLocked(retry_s) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from((*retry_s).max(1)));
             }
             GatewayError::StaleState | GatewayError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));

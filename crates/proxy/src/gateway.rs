@@ -131,6 +131,8 @@ pub struct EdgeConfig {
     pub cache_capacity_bytes: usize,
     /// Cached responses, all routes together (0: the default).
     pub cache_max_entries: usize,
+    /// Per-consumer anomaly detection (None: off).
+    pub anomaly: Option<crate::abuse::AnomalyPolicy>,
 }
 
 /// Rate limits and quotas on this node.
@@ -346,6 +348,10 @@ pub struct Gateway {
     metrics: crate::metrics::GatewayMetrics,
     response_cache: Arc<raftgate_cache::ResponseCache>,
     waf: raftgate_waf::Inspector,
+    login_guard: crate::abuse::LoginGuard,
+    anomaly: Option<crate::abuse::AnomalyDetector>,
+    /// Taken by the node, which acts on anomalies.
+    anomaly_events: Mutex<Option<tokio::sync::mpsc::Receiver<crate::abuse::AnomalyEvent>>>,
     /// How upstream connections are opened (None: TCP).
     dial: Option<Dial>,
 }
@@ -379,6 +385,13 @@ impl Gateway {
     /// OS's TCP stack). The simulation supplies its network here.
     pub fn with_dialer(config: GatewayConfig, dial: Option<Dial>) -> Arc<Self> {
         let fingerprinter = Fingerprinter::default();
+        let (anomaly, anomaly_events) = match config.edge.anomaly.clone() {
+            Some(p) => {
+                let (d, rx) = crate::abuse::AnomalyDetector::new(p);
+                (Some(d), Some(rx))
+            }
+            None => (None, None),
+        };
         Arc::new(Self {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             targets: Mutex::new(HashMap::new()),
@@ -401,6 +414,9 @@ impl Gateway {
             route_counters: Default::default(),
             metrics: Default::default(),
             waf: crate::waf::inspector(),
+            login_guard: Default::default(),
+            anomaly,
+            anomaly_events: Mutex::new(anomaly_events),
             response_cache: Arc::new(raftgate_cache::ResponseCache::new(
                 nonzero(config.edge.cache_capacity_bytes, crate::cache::DEFAULT_CACHE_CAPACITY_BYTES),
                 nonzero(config.edge.cache_max_entries, crate::cache::DEFAULT_CACHE_MAX_ENTRIES),
@@ -639,6 +655,19 @@ impl Gateway {
             "cache purged"
         );
         n
+    }
+
+    pub fn login_guard(&self) -> &crate::abuse::LoginGuard {
+        &self.login_guard
+    }
+
+    pub fn anomaly(&self) -> Option<&crate::abuse::AnomalyDetector> {
+        self.anomaly.as_ref()
+    }
+
+    /// The anomaly events, once (the node's acting task takes them).
+    pub fn take_anomaly_events(&self) -> Option<tokio::sync::mpsc::Receiver<crate::abuse::AnomalyEvent>> {
+        self.anomaly_events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The WAF's compiled rules.

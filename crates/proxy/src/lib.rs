@@ -13,6 +13,7 @@
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
 
+pub mod abuse;
 pub mod access_log;
 pub mod auth;
 pub mod balance;

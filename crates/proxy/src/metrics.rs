@@ -243,6 +243,36 @@ impl Collector for DataPlaneCollector {
                 }
             }
         }
+        let (lockouts, untracked) = gateway.login_guard().totals();
+        counter(
+            lockouts,
+            encoder.encode_descriptor(
+                "raftgate_login_lockouts",
+                "Login lockouts (an address or an account) on this node.",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
+        counter(
+            untracked,
+            encoder.encode_descriptor(
+                "raftgate_login_failures_untracked",
+                "Failed logins not counted because the lockout table was full.",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
+        if let Some(d) = gateway.anomaly() {
+            let (raised, dropped) = d.totals();
+            let mut e = encoder.encode_descriptor(
+                "raftgate_anomalies",
+                "Consumer traffic anomalies raised on this node, by what happened to the event.",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(raised, e.encode_family(&[("event", "raised")])?)?;
+            counter(dropped, e.encode_family(&[("event", "dropped")])?)?;
+        }
         let cache = gateway.response_cache().stats();
         let mut e = encoder.encode_descriptor(
             "raftgate_cache_lookups",

@@ -90,6 +90,12 @@ pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming
         }
     };
     let elapsed = started.elapsed();
+    if let (Some(attempt), Some(login)) = (&seen.login, seen.route.as_ref().and_then(|r| r.login.as_ref())) {
+        gateway.login_guard().record(login, attempt, response.status().as_u16(), gateway.now_ms());
+    }
+    if let (Some(detector), Some(p)) = (gateway.anomaly(), &seen.principal) {
+        detector.record(&p.consumer, response.status().as_u16() >= 400);
+    }
     if let Some(c) = seen.route.as_ref().and_then(|r| snapshot.counters.get(&r.id)) {
         c.metrics.record_response(&method, response.status(), elapsed);
     }
@@ -158,8 +164,29 @@ async fn proxy(
     if edge.global_ip.is_some() || route.ip.is_some() {
         crate::edge::check_ip(edge.global_ip.as_ref(), &route, gateway.client_ip(conn, req.headers()), &edge.geo)?;
     }
+    if let Some(login) = &route.login {
+        let account =
+            login.account_header.as_ref().and_then(|h| req.headers().get(h.as_str())).and_then(|v| v.to_str().ok());
+        let attempt = crate::abuse::LoginAttempt {
+            route: route.id.clone(),
+            ip: gateway.client_ip(conn, req.headers()),
+            account: account.map(|a| a.chars().take(256).collect()),
+        };
+        let locked = gateway.login_guard().locked(&attempt, gateway.now_ms());
+        seen.login = Some(attempt);
+        if let Some(retry_s) = locked {
+            return Err(GatewayError::LoginLocked(retry_s));
+        }
+    }
     let principal = crate::auth::authenticate(gateway, &route, req.headers(), req.uri().query(), conn, request_id)?;
     seen.principal = principal.clone();
+    if let (Some(detector), Some(p)) = (gateway.anomaly(), &principal) {
+        if detector.throttled(&p.consumer, gateway.now_ms()) {
+            let rate = u64::from(detector.policy().throttle_rate_per_s);
+            let key = format!("anomaly|{}", p.consumer);
+            gateway.rate_limiter().check(&key, rate, rate).map_err(GatewayError::RateLimited)?;
+        }
+    }
     let stats = snapshot.counters.get(&route.id).map(|c| &c.metrics);
     if let Some(waf) = &route.waf {
         let found = crate::waf::inspect_head(gateway.waf(), waf, req.uri().path(), req.uri().query(), req.headers());
@@ -214,24 +241,27 @@ async fn proxy(
     let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
     // Bodiless reads (GET, HEAD, a preflight…) have nothing to check.
     let reads = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE);
-    let waf_body = route.waf.as_ref().filter(|w| w.inspect_body && (!reads || has_body));
-    let schema = route.request_schema.is_some() && (!reads || has_body);
+    let sends_body = !reads || has_body;
+    let waf_body = route.waf.as_ref().filter(|w| w.inspect_body && sends_body);
+    let schema = route.request_schema.is_some() && sends_body;
     // A log-mode WAF lets a body it cannot read whole through uninspected.
     let waf_body = waf_body.filter(|w| {
         w.mode == raftgate_model::edge::WafMode::Block
             || content_length(&parts.headers).is_none_or(|n| n <= u64::from(w.body_limit()))
     });
-    let (body, body_too_large, has_body, checked_len) = match (schema, waf_body) {
-        (true, _) | (false, Some(_)) => {
-            let max = match (schema, waf_body) {
-                (true, Some(w)) => {
-                    limit.min(raftgate_model::route::MAX_VALIDATED_BODY_BYTES).min(u64::from(w.body_limit()))
-                }
-                (true, None) => limit.min(raftgate_model::route::MAX_VALIDATED_BODY_BYTES),
-                (false, Some(w)) => limit.min(u64::from(w.body_limit())),
-                (false, None) => limit,
-            };
-            let bytes = read_whole(&route, body, max, idle).await?;
+    let login_field = route.login.as_ref().and_then(|l| l.account_field.as_deref()).filter(|_| sends_body);
+    // The stages that must see the whole body, each with its own bound.
+    let whole_body_limits: Vec<u64> = [
+        schema.then_some(raftgate_model::route::MAX_VALIDATED_BODY_BYTES),
+        waf_body.map(|w| u64::from(w.body_limit())),
+        login_field.map(|_| u64::from(raftgate_model::edge::MAX_LOGIN_BODY_BYTES)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (body, body_too_large, has_body, checked_len) = match whole_body_limits.iter().min() {
+        Some(&stage_max) => {
+            let bytes = read_whole(&route, body, limit.min(stage_max), idle).await?;
             if schema {
                 check_schema(snapshot, &route, &parts.headers, &bytes)?;
             }
@@ -240,10 +270,17 @@ async fn proxy(
                     crate::waf::act(&route, w, &f, stats, request_id)?;
                 }
             }
+            if let (Some(field), Some(attempt)) = (login_field, seen.login.as_mut()) {
+                let ct = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                attempt.account = crate::abuse::account_from_body(field, ct, &bytes);
+                if let Some(retry_s) = gateway.login_guard().locked(attempt, gateway.now_ms()) {
+                    return Err(GatewayError::LoginLocked(retry_s));
+                }
+            }
             let len = bytes.len();
             (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
         }
-        (false, None) => {
+        None => {
             let limited = Limited::new(body, limit);
             let tripped = limited.tripped();
             (IdleTimeout::new(limited, idle).boxed_unsync(), tripped, has_body, None)

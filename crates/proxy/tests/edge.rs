@@ -317,3 +317,45 @@ async fn the_waf_blocks_attacks_in_block_mode_and_only_logs_them_in_log_mode() {
     let (_, shop) = counted.iter().find(|(id, _)| id.as_str() == "shop").unwrap();
     assert_eq!(shop.metrics.responses(&http::Method::GET, http::StatusCode::FORBIDDEN), 2);
 }
+
+#[tokio::test]
+async fn failed_logins_lock_out_the_account_and_the_upstream_stops_seeing_them() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let up = TestUpstream::start(move |req: Request<hyper::body::Incoming>| {
+        let h = h.clone();
+        async move {
+            use http_body_util::BodyExt;
+            h.fetch_add(1, Ordering::SeqCst);
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let ok = body.windows(7).any(|w| w == b"correct");
+            let mut resp = Response::new(full(if ok { "welcome" } else { "no" }));
+            *resp.status_mut() = if ok { http::StatusCode::OK } else { http::StatusCode::UNAUTHORIZED };
+            resp
+        }
+    })
+    .await;
+    let gw = TestGateway::start(
+        json!([{"id": "login", "upstream": "u", "paths": [{"exact": "/login"}], "methods": ["POST"],
+                "login": {"account_field": "/user", "max_failures_per_account": 3, "max_failures_per_ip": 100,
+                          "window_s": 60, "lockout_s": 300}}]),
+        json!([upstream("u", up.addr)]),
+    )
+    .await;
+    let client = http1_client();
+    let login = |user: &str, password: &str| {
+        Request::post(gw.url("/login"))
+            .header("content-type", "application/json")
+            .body(full(format!(r#"{{"user":"{user}","password":"{password}"}}"#)))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send(&client, login("alice", "guess")).await.status, 401);
+    }
+    let locked = send(&client, login("alice", "correct")).await;
+    assert_eq!(locked.status, 429);
+    assert_eq!(locked.json()["error"]["code"], "login_locked");
+    assert!(locked.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "a locked-out attempt never reaches the upstream");
+    assert_eq!(send(&client, login("bob", "correct")).await.status, 200, "other accounts still log in");
+}
