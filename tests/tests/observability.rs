@@ -21,7 +21,10 @@ fn status(response: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_probes_access_logs_and_cache_purges_work_on_every_node() {
-    let mut cluster = Cluster::start_with(3, "\n[access_log]\nclient_ip = \"truncate\"\n");
+    // A GeoIP database that is not there: the node starts anyway and says why.
+    let extra =
+        "\n[access_log]\nclient_ip = \"truncate\"\n[edge]\ngeoip_database = \"does-not-exist/GeoLite2-Country.mmdb\"\n";
+    let mut cluster = Cluster::start_with(3, extra);
     let admins: Vec<String> = cluster.nodes.iter().map(|n| n.addrs.admin.clone()).collect();
     let https: Vec<String> = cluster.nodes.iter().map(|n| n.addrs.http.clone()).collect();
     let metrics: Vec<String> = cluster.nodes.iter().map(|n| n.addrs.metrics.clone()).collect();
@@ -103,6 +106,7 @@ async fn metrics_probes_access_logs_and_cache_purges_work_on_every_node() {
     assert_eq!(v["upstream"], "catalog");
     assert!(v["trace_id"].as_str().is_some_and(|t| t.len() == 32));
     assert!(!log.contains("hunter2"), "the key never reaches a log");
+    assert!(log.contains("GeoIP database not loaded"), "a missing GeoIP database is reported at start");
 
     // Probes: ready while connected; a node cut off from its quorum stops being ready.
     for m in &metrics {

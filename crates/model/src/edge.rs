@@ -414,7 +414,7 @@ pub enum ContentCoding {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompressionPolicy {
-    /// Codings offered, in the gateway's order of preference; empty: br, zstd, gzip.
+    /// Codings offered, in the gateway's order of preference; empty: zstd, br, gzip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encodings: Vec<ContentCoding>,
     /// Responses with a smaller known length are sent as they are (default 1 KiB).

@@ -157,6 +157,7 @@ pub fn build_data_plane(
             https_port,
             identity: identity_config(config, node)?,
             access_log: access_log_policy(config)?,
+            metrics_off: config.listen.metrics.is_none(),
             edge: raftgate_proxy::gateway::EdgeConfig {
                 global_ip: config.edge.ip.clone(),
                 geo: load_geoip(config),

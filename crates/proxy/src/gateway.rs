@@ -117,6 +117,9 @@ pub struct GatewayConfig {
     pub access_log: crate::access_log::AccessLogPolicy,
     pub trace: crate::trace::TracePolicy,
     pub edge: EdgeConfig,
+    /// Skip per-request metrics (responses, latency histograms): a node
+    /// without a metrics listener has no one to read them.
+    pub metrics_off: bool,
 }
 
 /// Edge protection on this node, for every route.

@@ -96,7 +96,7 @@ pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming
     if let (Some(detector), Some(p)) = (gateway.anomaly(), &seen.principal) {
         detector.record(&p.consumer, response.status().as_u16() >= 400);
     }
-    if let Some(c) = seen.route.as_ref().and_then(|r| snapshot.counters.get(&r.id)) {
+    if let Some(c) = seen.route.as_ref().filter(|_| !config.metrics_off).and_then(|r| snapshot.counters.get(&r.id)) {
         c.metrics.record_response(&method, response.status(), elapsed);
     }
     if let Some(facts) = facts {
@@ -637,7 +637,9 @@ async fn send(
         let latency_us = sent.elapsed().as_micros() as u64;
         match outcome {
             Ok(Ok(resp)) => {
-                upstream.latency.observe(sent.elapsed());
+                if !gateway.config().metrics_off {
+                    upstream.latency.observe(sent.elapsed());
+                }
                 let failed = matches!(resp.status().as_u16(), 502..=504);
                 let result = if failed { Outcome::Failure } else { Outcome::Success };
                 upstream.balancer.record(index, result, latency_us, gateway.now_ms());
