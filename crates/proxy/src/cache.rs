@@ -8,6 +8,7 @@
 //! client as usual while [`Fill`] keeps a copy (up to the object limit)
 //! and stores it when the body ends; `X-Cache-Status` says MISS, EXPIRED,
 //! BYPASS or UNCACHEABLE, with the reason in `X-Cache-Detail`.
+//! On an authenticated route the consumer is part of the key.
 //! Compression runs after this stage, so entries are stored as the
 //! upstream sent them. Purges (`raftgatectl cache purge`) reach every node.
 

@@ -206,7 +206,16 @@ async fn proxy(
     let cache_policy = snapshot.caches.get(&route.id);
     let pending = match cache_policy {
         Some(policy) => {
-            let host = checked.host.as_deref().unwrap_or("");
+            // On an authenticated route each consumer has its own entries:
+            // one consumer's answer is never served to another.
+            let host = match &principal {
+                Some(p) => std::borrow::Cow::Owned(format!(
+                    "{}\0consumer={}",
+                    checked.host.as_deref().unwrap_or(""),
+                    p.consumer
+                )),
+                None => std::borrow::Cow::Borrowed(checked.host.as_deref().unwrap_or("")),
+            };
             let cache = gateway.response_cache();
             let now_ms = gateway.now_ms();
             match crate::cache::before(
@@ -214,7 +223,7 @@ async fn proxy(
                 policy,
                 route.id.as_str(),
                 req.method(),
-                host,
+                &host,
                 &checked.path,
                 req.uri().query(),
                 req.headers(),

@@ -24,6 +24,7 @@ struct World {
     hasher: KeyHasher,
     gw: TestGateway,
     hits: Arc<AtomicUsize>,
+    up: std::net::SocketAddr,
 }
 
 fn now_s() -> u64 {
@@ -70,8 +71,9 @@ impl World {
             None,
         )
         .await;
+        let up_addr = up.addr;
         std::mem::forget(up);
-        let mut w = World { state: State::default(), hasher, gw, hits };
+        let mut w = World { state: State::default(), hasher, gw, hits, up: up_addr };
         w.apply(Command::PutIssuer {
             issuer: serde_json::from_value(json!({
                 "id": "idp", "issuer": "https://idp.test/", "audiences": ["api"],
@@ -450,4 +452,27 @@ async fn revoking_an_issuer_key_refuses_every_token_it_signed() {
         401,
         "issuer not allowed on this route"
     );
+}
+
+#[tokio::test]
+async fn a_cached_authenticated_route_keeps_each_consumers_answers_apart() {
+    let mut w = World::start(json!({"api_key": {}}), None).await;
+    w.gw.publish(
+        json!([{"id": "secure", "upstream": "u", "paths": [{"prefix": "/secure"}], "auth": {"api_key": {}},
+                "cache": {"ttl_s": 60}}]),
+        json!([{"id": "u", "targets": [{"addr": w.up.to_string()}]}]),
+    );
+    let (_, acme) = w.new_key("acme", None);
+    let (_, bob) = w.new_key("bob", None);
+    let a1 = w.call("/secure/me", &[("x-api-key", &acme)]).await;
+    assert_eq!(a1.headers["x-cache-status"], "MISS");
+    let b1 = w.call("/secure/me", &[("x-api-key", &bob)]).await;
+    assert_eq!(b1.headers["x-cache-status"], "MISS", "another consumer never gets acme's entry");
+    assert_eq!(b1.json()["consumer"], "bob");
+    let a2 = w.call("/secure/me", &[("x-api-key", &acme)]).await;
+    assert_eq!(a2.headers["x-cache-status"], "HIT");
+    assert_eq!(a2.json()["consumer"], "acme");
+    // A cached route still checks credentials first.
+    assert_eq!(w.call("/secure/me", &[]).await.status, 401);
+    assert_eq!(w.hits(), 2);
 }
