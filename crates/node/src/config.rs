@@ -255,7 +255,9 @@ impl AccessLogSection {
     }
 }
 
-/// `[tracing]`: W3C `traceparent` through the gateway.
+/// `[tracing]`: W3C `traceparent` through the gateway, and the export of
+/// sampled requests as OpenTelemetry spans (OTLP over HTTP/protobuf; needs
+/// a binary built with `--features otlp`, see `crate::otlp`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingSection {
@@ -263,11 +265,110 @@ pub struct TracingSection {
     pub propagate: bool,
     /// Share of traces the gateway starts that are marked sampled, 0.0 to 1.0.
     pub sample_rate: f64,
+    /// Base URL of an OTLP/HTTP collector, `http://collector:4318` (the
+    /// OTLP/HTTP port; not 4317, which is gRPC): spans are POSTed to
+    /// `<endpoint>/v1/traces`. Unset: no spans are exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Most spans in one export request.
+    pub otlp_max_batch_spans: usize,
+    /// Spans waiting for export; a span that finds the queue full is
+    /// dropped (the request never waits for the collector).
+    pub otlp_max_queue_spans: usize,
+    /// Longest wait for one export attempt; a failed export is retried (at
+    /// most 3 times, with backoff) only while less than this has passed
+    /// since its first attempt. Also the longest shutdown waits for the
+    /// last spans.
+    pub otlp_export_timeout_ms: u64,
+    /// Longest a span waits in the queue before its batch is sent.
+    pub otlp_export_interval_ms: u64,
 }
 
 impl Default for TracingSection {
     fn default() -> Self {
-        Self { propagate: true, sample_rate: 1.0 }
+        Self {
+            propagate: true,
+            sample_rate: 1.0,
+            otlp_endpoint: None,
+            service_name: "raftgate".into(),
+            otlp_max_batch_spans: 512,
+            otlp_max_queue_spans: 4_096,
+            otlp_export_timeout_ms: 10_000,
+            otlp_export_interval_ms: 5_000,
+        }
+    }
+}
+
+/// The message for an `otlp_endpoint` in a binary built without the feature.
+pub const OTLP_NOT_BUILT: &str = "built without the otlp feature; rebuild with --features otlp";
+
+/// The OTLP/HTTP path for traces, appended to `tracing.otlp_endpoint`.
+pub const OTLP_TRACES_PATH: &str = "/v1/traces";
+
+impl TracingSection {
+    /// `<otlp_endpoint>/v1/traces`, checked: `http` or `https`, a host, no
+    /// credentials, query or fragment. None when no endpoint is set.
+    pub fn otlp_traces_url(&self) -> Result<Option<http::Uri>, ConfigError> {
+        let Some(endpoint) = &self.otlp_endpoint else { return Ok(None) };
+        let bad = |why: &str| field("tracing.otlp_endpoint", format!("{why}, got {endpoint:?}"));
+        let uri: http::Uri = endpoint.parse().map_err(|_| bad("must be a URL like http://collector:4318"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(bad("must start with http:// or https://"));
+        }
+        let Some(authority) = uri.authority() else { return Err(bad("must name a host")) };
+        if authority.host().is_empty() {
+            return Err(bad("must name a host"));
+        }
+        if authority.as_str().contains('@') {
+            return Err(bad("must not carry credentials"));
+        }
+        if uri.query().is_some() || endpoint.contains('#') {
+            return Err(bad("must not have a query or fragment"));
+        }
+        let base = uri.path().trim_end_matches('/');
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let url = format!("{scheme}://{authority}{base}{OTLP_TRACES_PATH}");
+        url.parse().map(Some).map_err(|_| bad("must be a URL like http://collector:4318"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(field("tracing.sample_rate", "must be 0.0 to 1.0"));
+        }
+        if self.otlp_endpoint.is_none() {
+            return Ok(());
+        }
+        if cfg!(not(feature = "otlp")) {
+            return Err(field("tracing.otlp_endpoint", OTLP_NOT_BUILT));
+        }
+        if !self.propagate {
+            return Err(field(
+                "tracing.otlp_endpoint",
+                "needs tracing.propagate = true: the exported span is the gateway's hop of the propagated trace",
+            ));
+        }
+        self.otlp_traces_url()?;
+        let name = &self.service_name;
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(field("tracing.service_name", "must be 1 to 255 characters, none a control character"));
+        }
+        let checks: [(&str, u64, u64, u64); 4] = [
+            ("tracing.otlp_max_batch_spans", self.otlp_max_batch_spans as u64, 1, 8_192),
+            ("tracing.otlp_max_queue_spans", self.otlp_max_queue_spans as u64, 1, 1_048_576),
+            ("tracing.otlp_export_timeout_ms", self.otlp_export_timeout_ms, 100, 60_000),
+            ("tracing.otlp_export_interval_ms", self.otlp_export_interval_ms, 100, 60_000),
+        ];
+        for (name, v, min, max) in checks {
+            if v < min || v > max {
+                return Err(field(name, format!("must be {min} to {max}, got {v}")));
+            }
+        }
+        if self.otlp_max_batch_spans > self.otlp_max_queue_spans {
+            return Err(field("tracing.otlp_max_batch_spans", "must not exceed tracing.otlp_max_queue_spans"));
+        }
+        Ok(())
     }
 }
 
@@ -914,9 +1015,7 @@ impl NodeConfig {
         if let Some(a) = &self.abuse.anomaly {
             a.policy()?;
         }
-        if !(0.0..=1.0).contains(&self.tracing.sample_rate) {
-            return Err(field("tracing.sample_rate", "must be 0.0 to 1.0"));
-        }
+        self.tracing.validate()?;
         if let Some(m) = &self.listen.metrics {
             m.parse::<SocketAddr>().map_err(|_| field("listen.metrics", format!("must be ip:port, got {m:?}")))?;
             if listens.contains(&m) {
@@ -1104,6 +1203,58 @@ auth = "none"
         assert!(err.contains("`identity.key_hash_secret`"), "{err}");
         let err = load(&format!("{GOOD}\n[traffic]\ntrusted_proxies = [\"10.0.0.0/40\"]\n")).unwrap_err();
         assert!(err.contains("`traffic.trusted_proxies[0]`"), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "otlp"))]
+    fn an_otlp_endpoint_is_refused_by_a_build_without_the_otlp_feature() {
+        let err = load(&format!("{GOOD}\n[tracing]\notlp_endpoint = \"http://collector:4318\"\n")).unwrap_err();
+        assert!(err.contains("`tracing.otlp_endpoint`") && err.contains(OTLP_NOT_BUILT), "{err}");
+        assert!(err.contains("rebuild with --features otlp"), "{err}");
+    }
+
+    #[test]
+    #[cfg(feature = "otlp")]
+    fn otlp_settings_load_and_bad_ones_name_their_field() {
+        let with = |extra: &str| format!("{GOOD}\n[tracing]\notlp_endpoint = \"http://collector:4318\"\n{extra}\n");
+        let c = load(&with("service_name = \"edge\"")).unwrap();
+        assert_eq!(c.tracing.service_name, "edge");
+        for (extra, field, words) in [
+            ("propagate = false", "`tracing.otlp_endpoint`", "propagate"),
+            ("service_name = \"\"", "`tracing.service_name`", "1 to 255"),
+            ("otlp_max_batch_spans = 0", "`tracing.otlp_max_batch_spans`", "1 to 8192"),
+            ("otlp_max_queue_spans = 2000000", "`tracing.otlp_max_queue_spans`", "1 to 1048576"),
+            ("otlp_export_timeout_ms = 10", "`tracing.otlp_export_timeout_ms`", "100 to 60000"),
+            ("otlp_export_interval_ms = 0", "`tracing.otlp_export_interval_ms`", "100 to 60000"),
+            (
+                "otlp_max_batch_spans = 600\notlp_max_queue_spans = 500",
+                "`tracing.otlp_max_batch_spans`",
+                "must not exceed",
+            ),
+        ] {
+            let err = load(&with(extra)).unwrap_err();
+            assert!(err.contains(field) && err.contains(words), "{extra}: {err}");
+        }
+        let err = load(&with("").replace("http://collector:4318", "collector:4318")).unwrap_err();
+        assert!(err.contains("`tracing.otlp_endpoint`") && err.contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_a_base_url_that_gets_the_traces_path() {
+        let url = |e: &str| TracingSection { otlp_endpoint: Some(e.into()), ..Default::default() }.otlp_traces_url();
+        assert_eq!(url("http://collector:4318").unwrap().unwrap().to_string(), "http://collector:4318/v1/traces");
+        assert_eq!(
+            url("https://otel.example/base/").unwrap().unwrap().to_string(),
+            "https://otel.example/base/v1/traces"
+        );
+        assert_eq!(url("http://[::1]:4318").unwrap().unwrap().to_string(), "http://[::1]:4318/v1/traces");
+        for bad in
+            ["collector:4318", "ftp://collector", "http://u:p@collector:4318", "http://c:4318/?x=1", "http://c/#f", ""]
+        {
+            let err = url(bad).unwrap_err().to_string();
+            assert!(err.contains("`tracing.otlp_endpoint`"), "{bad:?}: {err}");
+        }
+        assert!(TracingSection::default().otlp_traces_url().unwrap().is_none());
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum NodeError {
     Config(#[from] crate::config::ConfigError),
     #[error("{listener} listener failed: {message}")]
     Server { listener: &'static str, message: String },
+    #[cfg(feature = "otlp")]
+    #[error(transparent)]
+    Otlp(#[from] crate::otlp::OtlpError),
 }
 
 async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
@@ -131,6 +134,11 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
     .await;
     let _ = stop_tx.send(true);
     while data_plane.join_next().await.is_some() {}
+    // Every request has finished: send the spans still queued (bounded by
+    // the sink; it blocks, so off the runtime's workers).
+    if let Some(sink) = gateway.config().spans.clone() {
+        let _ = tokio::task::spawn_blocking(move || sink.shutdown()).await;
+    }
     follower.abort();
     jwks.abort();
     if let Some(t) = observe_task {
@@ -169,6 +177,7 @@ pub fn build_data_plane(
                 propagate: config.tracing.propagate,
                 sample_per_million: (config.tracing.sample_rate * 1e6).round() as u32,
             },
+            spans: span_sink(config)?,
             traffic: TrafficConfig {
                 node_id: config.node.id,
                 trusted_proxies: config.traffic.trusted_proxies()?,
@@ -179,6 +188,27 @@ pub fn build_data_plane(
     );
     attach_data_plane(node, &gateway);
     Ok(gateway)
+}
+
+/// Where sampled requests go as spans: the OTLP exporter of
+/// `tracing.otlp_endpoint` (None when unset).
+#[cfg(feature = "otlp")]
+fn span_sink(config: &NodeConfig) -> Result<Option<Arc<dyn raftgate_proxy::trace::SpanSink>>, NodeError> {
+    let sink = crate::otlp::OtlpSink::start(config)?;
+    Ok(sink.map(|s| s as Arc<dyn raftgate_proxy::trace::SpanSink>))
+}
+
+/// Without the `otlp` feature there is no exporter: an endpoint is refused
+/// (also here, for a config that skipped validation), never ignored.
+#[cfg(not(feature = "otlp"))]
+fn span_sink(config: &NodeConfig) -> Result<Option<Arc<dyn raftgate_proxy::trace::SpanSink>>, NodeError> {
+    match config.tracing.otlp_endpoint {
+        Some(_) => Err(NodeError::Config(crate::config::ConfigError::Field {
+            field: "tracing.otlp_endpoint".into(),
+            problem: crate::config::OTLP_NOT_BUILT.into(),
+        })),
+        None => Ok(None),
+    }
 }
 
 /// The GeoIP database of `edge.geoip_database`: a missing or corrupt file

@@ -68,6 +68,22 @@ fn malformed_config_exits_2_naming_the_problem_and_creates_nothing() {
 }
 
 #[test]
+#[cfg(not(feature = "otlp"))]
+fn an_otlp_endpoint_without_the_otlp_feature_exits_2_asking_for_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = format!("{}[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n", config(&data, 1, 2, 3));
+    let out = serve(&text, dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`tracing.otlp_endpoint`: built without the otlp feature; rebuild with --features otlp"),
+        "{err}"
+    );
+    assert!(!data.exists());
+}
+
+#[test]
 fn a_busy_port_is_named_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

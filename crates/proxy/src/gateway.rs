@@ -116,6 +116,8 @@ pub struct GatewayConfig {
     pub traffic: TrafficConfig,
     pub access_log: crate::access_log::AccessLogPolicy,
     pub trace: crate::trace::TracePolicy,
+    /// Receives every sampled request as a span (None: spans are not kept).
+    pub spans: Option<Arc<dyn crate::trace::SpanSink>>,
     pub edge: EdgeConfig,
     /// Skip per-request metrics (responses, latency histograms): a node
     /// without a metrics listener has no one to read them.

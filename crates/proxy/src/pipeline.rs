@@ -11,7 +11,9 @@
 //!    bodiless requests on the next target within the retry budget.
 //! 5. [`response_filter`]: hop-by-hop headers removed, the route's response
 //!    header operations, the request id.
-//! 6. logging: one structured line per request (target `raftgate::access`).
+//! 6. logging: one structured line per request (target `raftgate::access`),
+//!    and the request's span to the configured [`crate::trace::SpanSink`]
+//!    when its trace is sampled.
 //!
 //! 2b. [`crate::auth::authenticate`]: credentials, revocation, the route's
 //!    consumer, group and scope rules (401 / 403 / 503 when stale).
@@ -102,6 +104,21 @@ pub async fn handle(gateway: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming
     if let Some(facts) = facts {
         let tls = conn.proto == "https";
         config.access_log.emit(facts, &request_id, trace.as_ref(), tls, response.status(), elapsed, &seen);
+    }
+    if let (Some(sink), Some(trace)) = (&config.spans, &trace) {
+        if trace.sampled() {
+            let now = std::time::SystemTime::now();
+            sink.record(&crate::trace::FinishedSpan {
+                trace,
+                route: seen.route.as_ref().map(|r| r.id.as_str()),
+                method: &method,
+                status: response.status(),
+                error: seen.error,
+                scheme: conn.proto,
+                start: now.checked_sub(elapsed).unwrap_or(now),
+                duration: elapsed,
+            });
+        }
     }
     response
 }

@@ -8,9 +8,16 @@
 //! one (which is dropped, with its `tracestate`), starts a new trace,
 //! marked sampled with the configured probability. The trace and span ids
 //! go into the access log, so a log line and the upstream's spans meet.
+//!
+//! A [`SpanSink`] (the node's OTLP exporter, when built with it) receives
+//! each sampled hop as a [`FinishedSpan`] once its response head is ready.
+//! The proxy knows nothing of how spans are exported; without a sink the
+//! cost is one `Option` check per request.
+
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderName, HeaderValue};
-use http::HeaderMap;
+use http::{HeaderMap, Method, StatusCode};
 use rand::RngCore;
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -68,6 +75,11 @@ impl TraceContext {
         Self { trace_id, span_id, parent_id: None, flags: if sampled { SAMPLED } else { 0 } }
     }
 
+    /// The sampled flag: this hop is recorded (and exported, with a sink).
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
     }
@@ -92,6 +104,36 @@ impl TraceContext {
         }
         headers.insert(TRACEPARENT, self.traceparent());
     }
+}
+
+/// One proxied request as a span: the gateway's hop of its trace.
+#[derive(Clone, Copy, Debug)]
+pub struct FinishedSpan<'a> {
+    pub trace: &'a TraceContext,
+    /// The route's id; None when no route matched.
+    pub route: Option<&'a str>,
+    pub method: &'a Method,
+    /// The status sent to the client.
+    pub status: StatusCode,
+    /// The gateway's own error code (`upstream_timeout`, ...), when it
+    /// answered instead of the upstream.
+    pub error: Option<&'static str>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// When the request arrived (wall clock).
+    pub start: SystemTime,
+    /// From arrival to the response head.
+    pub duration: Duration,
+}
+
+/// Where sampled spans go. Called on the request path: an implementation
+/// must not block or wait on the network (queue, and drop when full).
+pub trait SpanSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, span: &FinishedSpan<'_>);
+
+    /// Sends what is still queued and stops; called once, at shutdown, off
+    /// the async runtime (it may block for the sink's own bounded time).
+    fn shutdown(&self) {}
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,5 +1,5 @@
 //! Edge stages against a real upstream on loopback: CORS, IP and country
-//! rules, the response cache, compression and trace propagation.
+//! rules, the response cache, compression, trace propagation and span sinks.
 
 mod support;
 
@@ -261,6 +261,50 @@ async fn trace_context_reaches_the_upstream_with_the_clients_trace_id() {
     let h = &a.json()["headers"];
     assert_eq!(h["traceparent"].as_str().unwrap().len(), 55, "a new trace");
     assert!(h.get("tracestate").is_none());
+}
+
+/// What a span sink was given: trace id (hex), route, status, parent, span id.
+type SpanRow = (String, Option<String>, u16, Option<[u8; 8]>, [u8; 8]);
+
+/// A span sink that keeps what it is given.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<SpanRow>>);
+
+impl raftgate_proxy::trace::SpanSink for Recorded {
+    fn record(&self, s: &raftgate_proxy::trace::FinishedSpan<'_>) {
+        let trace = hex(&s.trace.trace_id);
+        let row = (trace, s.route.map(String::from), s.status.as_u16(), s.trace.parent_id, s.trace.span_id);
+        self.0.lock().unwrap().push(row);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_span_sink_gets_each_sampled_request_with_the_span_id_sent_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let sink = Arc::new(Recorded::default());
+    let config = GatewayConfig { spans: Some(sink.clone()), ..Default::default() };
+    let routes = json!([{"id": "r", "upstream": "u", "paths": [{"prefix": "/t"}]}]);
+    let gw = TestGateway::start_config(routes, json!([upstream("u", up.addr)]), config, None).await;
+    let client = http1_client();
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let a = send(&client, req("GET", gw.url("/t"), &[("traceparent", sampled)])).await;
+    let sent = a.json()["headers"]["traceparent"].as_str().unwrap().to_string();
+    let unsampled = "00-0000000000000000000000000000abcd-00f067aa0ba902b7-00";
+    send(&client, req("GET", gw.url("/t"), &[("traceparent", unsampled)])).await;
+    let other = "00-1111111111111111111111111111abcd-00f067aa0ba902b7-01";
+    assert_eq!(send(&client, req("GET", gw.url("/none"), &[("traceparent", other)])).await.status, 404);
+
+    let spans = sink.0.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "the unsampled request is not recorded: {spans:?}");
+    let (trace, route, status, parent, span_id) = &spans[0];
+    assert_eq!((trace.as_str(), route.as_deref(), *status), ("4bf92f3577b34da6a3ce929d0e0e4736", Some("r"), 200));
+    assert_eq!(*parent, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+    assert_eq!(sent, format!("00-{trace}-{}-01", hex(span_id)), "the span is the hop the upstream saw");
+    assert_eq!((spans[1].1.as_deref(), spans[1].2), (None, 404), "an unmatched request has no route");
 }
 
 #[tokio::test]
