@@ -4,8 +4,12 @@
 use simulation::harness::Report;
 use simulation::scenarios;
 
-/// Seeds per LAN scenario in the test suite; the long campaigns run through
+/// Seeds per scenario in the test suite (4 keeps the suite's simulation
+/// stage near two minutes on 2 cores); the long campaigns run through
 /// `cargo run -p simulation --release -- --seeds N`.
+const SUITE_SEEDS: u64 = 4;
+
+/// `default`, or `SIM_SEEDS` when set.
 fn seeds(default: u64) -> u64 {
     std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
@@ -43,7 +47,7 @@ fn check_failovers(reports: &[Report]) {
 
 #[test]
 fn quota_leases_partition() {
-    let r = run("quota_leases_partition", seeds(6));
+    let r = run("quota_leases_partition", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_failovers(&r);
     for report in &r {
@@ -60,26 +64,26 @@ fn quota_leases_partition() {
 
 #[test]
 fn leader_crash_restart() {
-    let r = run("leader_crash_restart", seeds(6));
+    let r = run("leader_crash_restart", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_failovers(&r);
 }
 
 #[test]
 fn follower_crash() {
-    check_progress(&run("follower_crash", seeds(6)));
+    check_progress(&run("follower_crash", seeds(SUITE_SEEDS)));
 }
 
 #[test]
 fn minority_partition() {
-    let r = run("minority_partition", seeds(6));
+    let r = run("minority_partition", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_fenced(&r);
 }
 
 #[test]
 fn majority_partition() {
-    let r = run("majority_partition", seeds(6));
+    let r = run("majority_partition", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_failovers(&r);
     check_fenced(&r);
@@ -87,42 +91,42 @@ fn majority_partition() {
 
 #[test]
 fn asymmetric_partition() {
-    let r = run("asymmetric_partition", seeds(6));
+    let r = run("asymmetric_partition", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_failovers(&r);
 }
 
 #[test]
 fn flapping_link() {
-    check_progress(&run("flapping_link", seeds(6)));
+    check_progress(&run("flapping_link", seeds(SUITE_SEEDS)));
 }
 
 #[test]
 fn message_loss_delay() {
-    check_progress(&run("message_loss_delay", seeds(6)));
+    check_progress(&run("message_loss_delay", seeds(SUITE_SEEDS)));
 }
 
 #[test]
 fn three_regions() {
-    let r = run("three_regions", seeds(6));
+    let r = run("three_regions", seeds(SUITE_SEEDS));
     check_progress(&r);
 }
 
 #[test]
 fn rolling_restart() {
-    let r = run("rolling_restart", seeds(6));
+    let r = run("rolling_restart", seeds(SUITE_SEEDS));
     check_progress(&r);
     check_failovers(&r);
 }
 
 #[test]
 fn membership_during_partition() {
-    check_progress(&run("membership_during_partition", seeds(6)));
+    check_progress(&run("membership_during_partition", seeds(SUITE_SEEDS)));
 }
 
 #[test]
 fn stale_data_dir() {
-    let r = run("stale_data_dir", seeds(6));
+    let r = run("stale_data_dir", seeds(SUITE_SEEDS));
     check_progress(&r);
 }
 
