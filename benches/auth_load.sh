@@ -70,6 +70,11 @@ members = [{ id = 1, region = "local", raft_addr = "127.0.0.1:$3", admin_addr = 
 token_cache_entries = $5
 [log]
 level = "warn"
+[admin]
+auth = "none"
+# nginx logs nothing either: compare proxying, not logging.
+[access_log]
+enabled = false
 EOF
     TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" ./target/release/raftgate serve -c "$WORK/$1.toml" >"$WORK/$1.log" 2>&1 &
     PIDS+=($!)

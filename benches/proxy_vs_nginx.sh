@@ -84,6 +84,11 @@ http = "127.0.0.1:$RAFTGATE_PORT"
 members = [{ id = 1, region = "local", raft_addr = "127.0.0.1:18101", admin_addr = "127.0.0.1:18201", http_addr = "127.0.0.1:$RAFTGATE_PORT" }]
 [log]
 level = "warn"
+[admin]
+auth = "none"
+# nginx logs nothing either: compare proxying, not logging.
+[access_log]
+enabled = false
 EOF
 TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CORE" ./target/release/raftgate serve -c "$WORK/raftgate.toml" >"$WORK/raftgate.log" 2>&1 &
 RAFTGATE_PID=$!
