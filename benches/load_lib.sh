@@ -5,12 +5,15 @@
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-# Prints "rps p50_ms p99_ms cpu_us_per_request" for one run against port $1 with process $2.
+# Prints "rps p50_ms p99_ms cpu_us_per_request" for one wrk run: port pid [path] [header].
 run() {
-    local port=$1 pid=$2 before after out rps p50 p99 requests
-    curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "port $port does not answer" >&2; exit 1; }
+    local port=$1 pid=$2 path=${3:-/} header=${4:-} before after out rps p50 p99 requests code
+    local hdr=()
+    [ -n "$header" ] && hdr=(-H "$header")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${hdr[@]}" "http://127.0.0.1:$port$path")
+    [ "$code" = 200 ] || { echo "$path on $port answers $code" >&2; exit 1; }
     before=$(cpu_ticks "$pid")
-    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$path")
     after=$(cpu_ticks "$pid")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")

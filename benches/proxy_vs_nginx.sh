@@ -16,7 +16,8 @@
 # Raftgate's cost is the stack's. Needs nginx and wrk (Debian packages `nginx-light`/`nginx` and
 # `wrk`); run it alone: a build beside it moves the figures by 20-50%.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+HERE=$(cd "$(dirname "$0")" && pwd)
+cd "$HERE/.."
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
@@ -105,27 +106,8 @@ PIDS+=($BARE_PID)
 sleep 1
 
 nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
-
-# Prints "rps p50_ms p99_ms cpu_us_per_request" for one run against port $1 with process $2.
-run() {
-    local port=$1 pid=$2 before after out rps p50 p99 requests
-    curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "port $port does not answer" >&2; exit 1; }
-    before=$(cpu_ticks "$pid")
-    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
-    after=$(cpu_ticks "$pid")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "errors during the run:" >&2; echo "$out" >&2; fi
-    awk -v r="$rps" -v a="$p50" -v b="$p99" -v t0="$before" -v t1="$after" -v n="$requests" -v hz="$TICK" '
-        function ms(x) { if (x ~ /us$/) return x / 1000; if (x ~ /ms$/) return x + 0; if (x ~ /s$/) return x * 1000; return x }
-        BEGIN { printf "%s %.3f %.3f %.2f\n", r, ms(a), ms(b), (t1 - t0) / hz * 1e6 / n }'
-}
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+# shellcheck source=benches/load_lib.sh
+source "$HERE/load_lib.sh"
 
 NGINX_RESULTS=()
 RAFTGATE_RESULTS=()
