@@ -234,7 +234,19 @@ pub struct VerifiedToken {
     /// From `scope` (space-separated) and `scp` (space-separated string or
     /// array), de-duplicated, in order of appearance.
     pub scopes: Vec<String>,
+    /// How the user authenticated (OpenID Connect), for step-up rules.
+    /// Read leniently: a claim of the wrong type counts as absent (a route
+    /// that needs it then refuses), it does not spoil the token elsewhere.
+    pub acr: Option<String>,
+    /// `amr` entries, at most [`MAX_AMR`]; beyond that the claim counts as absent.
+    pub amr: Vec<String>,
+    pub auth_time_s: Option<u64>,
 }
+
+/// Most `amr` entries kept from a token.
+pub const MAX_AMR: usize = 32;
+/// Longest `acr` or `amr` value kept from a token.
+const MAX_AUTH_CONTEXT_BYTES: usize = 256;
 
 /// What a key verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,6 +525,19 @@ impl IssuerVerifier {
             Some(_) => return Err(JwtRejection::InvalidClaim),
         };
         let scopes = collect_scopes(claims.get("scope"), claims.get("scp"))?;
+        let acr = match claims.get("acr") {
+            Some(Val::Str(s)) if is_text(s, MAX_AUTH_CONTEXT_BYTES) => Some(s.clone()),
+            _ => None,
+        };
+        let amr = match claims.get("amr") {
+            Some(Val::Strs(list))
+                if list.len() <= MAX_AMR && list.iter().all(|s| is_text(s, MAX_AUTH_CONTEXT_BYTES)) =>
+            {
+                list.clone()
+            }
+            _ => Vec::new(),
+        };
+        let auth_time_s = claims.get("auth_time").and_then(|v| numeric_date(v, Rounding::Down));
         Ok(VerifiedToken {
             issuer: self.id.clone(),
             consumer,
@@ -521,6 +546,9 @@ impl IssuerVerifier {
             exp_s: exp,
             iat_s: iat,
             scopes,
+            acr,
+            amr,
+            auth_time_s,
         })
     }
 }
@@ -948,7 +976,8 @@ impl<'de> Visitor<'de> for HeaderVisitor {
 }
 
 /// Registered claims read by the checks.
-const REGISTERED_CLAIMS: [&str; 8] = ["iss", "exp", "nbf", "iat", "aud", "jti", "scope", "scp"];
+const REGISTERED_CLAIMS: [&str; 11] =
+    ["iss", "exp", "nbf", "iat", "aud", "jti", "scope", "scp", "acr", "amr", "auth_time"];
 
 /// The claims kept from the payload: the registered ones and the consumer
 /// claims asked for; the rest is skipped without being stored.

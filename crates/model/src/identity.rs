@@ -553,6 +553,60 @@ pub struct RouteAuth {
     /// (it may then miss recent revocations). Default: fail closed with 503.
     #[serde(default, skip_serializing_if = "is_false")]
     pub serve_when_stale: bool,
+    /// Stronger proof than a valid token (RFC 9470): only JWTs can carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUp>,
+}
+
+/// What a token must say about how its user authenticated (RFC 9470,
+/// OpenID Connect `acr`, `amr`, `auth_time`). A request that falls short
+/// gets 401 `insufficient_user_authentication` naming what is missing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    /// If not empty, the token's `acr` must be one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// Every one of these must be in the token's `amr` array (e.g. `mfa`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The token's `auth_time` must be at most this many seconds ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u32>,
+}
+
+/// Most entries of each step-up list.
+pub const MAX_STEP_UP_VALUES: usize = 16;
+/// Longest `acr` or `amr` value a step-up rule names.
+pub const MAX_STEP_UP_VALUE_BYTES: usize = 128;
+
+impl StepUp {
+    fn validate(&self, field: &str) -> Result<(), FieldError> {
+        if self.acr_values.is_empty() && self.amr.is_empty() && self.max_age_s.is_none() {
+            return Err(field_err(field, "name at least one of acr_values, amr or max_age_s"));
+        }
+        for (name, list) in [("acr_values", &self.acr_values), ("amr", &self.amr)] {
+            if list.len() > MAX_STEP_UP_VALUES {
+                return Err(field_err(format!("{field}.{name}"), format!("at most {MAX_STEP_UP_VALUES} entries")));
+            }
+            for (i, v) in list.iter().enumerate() {
+                // No space, quote or backslash: the values go into a WWW-Authenticate parameter.
+                if v.is_empty()
+                    || v.len() > MAX_STEP_UP_VALUE_BYTES
+                    || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                {
+                    return Err(field_err(
+                        format!("{field}.{name}[{i}]"),
+                        format!("must be 1 to {MAX_STEP_UP_VALUE_BYTES} visible ASCII characters without quotes or backslashes"),
+                    ));
+                }
+            }
+        }
+        if self.max_age_s.is_some_and(|s| !(1..=31_536_000).contains(&s)) {
+            return Err(field_err(format!("{field}.max_age_s"), "must be from 1 to 31536000"));
+        }
+        Ok(())
+    }
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -601,6 +655,21 @@ impl RouteAuth {
             if j.issuers.len() > 32 {
                 return Err(field_err(format!("{field}.jwt.issuers"), "at most 32 entries"));
             }
+        }
+        if let Some(step_up) = &self.step_up {
+            if self.jwt.is_none() {
+                return Err(field_err(
+                    format!("{field}.step_up"),
+                    "needs jwt: only tokens say how their user authenticated",
+                ));
+            }
+            if self.anonymous {
+                return Err(field_err(
+                    format!("{field}.step_up"),
+                    "a route that lets anonymous requests through cannot require step-up",
+                ));
+            }
+            step_up.validate(&format!("{field}.step_up"))?;
         }
         Ok(())
     }
@@ -783,5 +852,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(auth.validate("auth").unwrap_err().field, "auth.api_key.header");
+    }
+
+    #[test]
+    fn a_step_up_rule_needs_tokens_a_requirement_and_header_safe_values() {
+        let jwt = || RouteAuth { jwt: Some(JwtAuth::default()), ..Default::default() };
+        let with = |step_up: StepUp| RouteAuth { step_up: Some(step_up), ..jwt() };
+        let mfa = StepUp { amr: vec!["mfa".into()], ..Default::default() };
+        assert_eq!(with(mfa.clone()).validate("auth"), Ok(()));
+        let keys_only = RouteAuth { jwt: None, api_key: Some(ApiKeyAuth::default()), ..with(mfa.clone()) };
+        assert_eq!(keys_only.validate("auth").unwrap_err().field, "auth.step_up");
+        assert_eq!(with(StepUp::default()).validate("auth").unwrap_err().field, "auth.step_up");
+        let quoted = StepUp { acr_values: vec!["a\"b".into()], ..Default::default() };
+        assert_eq!(with(quoted).validate("auth").unwrap_err().field, "auth.step_up.acr_values[0]");
+        let spaced = StepUp { amr: vec!["m fa".into()], ..Default::default() };
+        assert_eq!(with(spaced).validate("auth").unwrap_err().field, "auth.step_up.amr[0]");
+        let zero = StepUp { max_age_s: Some(0), ..Default::default() };
+        assert_eq!(with(zero).validate("auth").unwrap_err().field, "auth.step_up.max_age_s");
     }
 }

@@ -11,6 +11,9 @@
 //!   invalid, expired, revoked, or names an unknown or disabled consumer:
 //!   401 with `WWW-Authenticate` and a generic message;
 //! - a valid credential the route does not allow: 403;
+//! - a valid token that falls short of the route's step-up rule (`acr`,
+//!   `amr`, `auth_time`), or any other credential on such a route: 401
+//!   `insufficient_user_authentication` (RFC 9470) naming what is missing;
 //! - this node's view of the cluster older than the staleness bound (it may
 //!   be missing revocations): 503 with `Retry-After`, unless the route opts
 //!   to keep serving.
@@ -27,7 +30,7 @@ use http::HeaderMap;
 use raftgate_identity::cache::TokenCache;
 use raftgate_identity::jwt::{IssuerSet, VerifiedToken};
 use raftgate_identity::revocation::RevocationIndex;
-use raftgate_model::identity::{api_key_id, ApiKey, JwtIssuer, RouteAuth};
+use raftgate_model::identity::{api_key_id, ApiKey, JwtIssuer, RouteAuth, StepUp};
 use raftgate_model::{Consumer, ObjectId, Route, Table};
 
 use crate::error::GatewayError;
@@ -161,17 +164,25 @@ pub fn authenticate(
                 refuse(gateway, route, request_id, r, Some(&verified.consumer), self::challenge(auth, true))
             })?;
             let consumer = ObjectId::parse(verified.consumer.clone()).expect("checked by check_token");
+            if let Some(rule) = &auth.step_up {
+                step_up(rule, &verified, now_ms / 1_000).inspect_err(|e| {
+                    gateway.metrics().auth_failure(e.code());
+                    tracing::info!(target: "raftgate::auth", route = %route.id, consumer = %verified.consumer, request_id, "step-up authentication required");
+                })?;
+            }
             (Principal { consumer, method: "jwt" }, Some(verified.scopes.clone()))
         }
         Credential::ApiKey(key) => {
             let consumer = check_api_key(gateway, &identity, &revocations, key, now_ms)
                 .map_err(|(r, id)| refuse(gateway, route, request_id, r, id.as_deref(), challenge.clone()))?;
+            no_step_up_proof(gateway, auth)?;
             (Principal { consumer, method: "api_key" }, None)
         }
         Credential::Certificate => {
             let cert = conn.client_cert.as_deref().expect("found by find_credential");
             let consumer = check_certificate(&identity, &revocations, cert)
                 .map_err(|r| refuse(gateway, route, request_id, r, None, challenge.clone()))?;
+            no_step_up_proof(gateway, auth)?;
             (Principal { consumer, method: "mtls" }, None)
         }
     };
@@ -369,6 +380,57 @@ fn check_certificate(
         return Err(Refusal::Revoked);
     }
     Ok(consumer)
+}
+
+/// A route's step-up rule against a verified token (RFC 9470). The refusal
+/// names what is missing: `acr_values` and `max_age` as the RFC defines
+/// them, a missing `amr` entry in `error_description`.
+fn step_up(rule: &StepUp, token: &VerifiedToken, now_s: u64) -> Result<(), GatewayError> {
+    let acr_ok = rule.acr_values.is_empty() || token.acr.as_ref().is_some_and(|a| rule.acr_values.contains(a));
+    let missing_amr: Vec<&str> = rule.amr.iter().filter(|m| !token.amr.contains(m)).map(String::as_str).collect();
+    // An auth_time in the future (beyond a minute of skew) proves nothing.
+    let age_ok = rule.max_age_s.is_none_or(|max| {
+        token.auth_time_s.is_some_and(|t| t <= now_s.saturating_add(60) && now_s.saturating_sub(t) <= u64::from(max))
+    });
+    if acr_ok && missing_amr.is_empty() && age_ok {
+        return Ok(());
+    }
+    Err(GatewayError::InsufficientUserAuthentication(step_up_challenge(rule, acr_ok, &missing_amr, age_ok)))
+}
+
+/// Requests authenticated by an API key or a certificate say nothing about
+/// how their user authenticated: a step-up route refuses them.
+fn no_step_up_proof(gateway: &Gateway, auth: &RouteAuth) -> Result<(), GatewayError> {
+    match &auth.step_up {
+        None => Ok(()),
+        Some(rule) => {
+            let all_amr: Vec<&str> = rule.amr.iter().map(String::as_str).collect();
+            let e = GatewayError::InsufficientUserAuthentication(step_up_challenge(rule, false, &all_amr, false));
+            gateway.metrics().auth_failure(e.code());
+            Err(e)
+        }
+    }
+}
+
+fn step_up_challenge(rule: &StepUp, acr_ok: bool, missing_amr: &[&str], age_ok: bool) -> HeaderValue {
+    let mut v = String::from(r#"Bearer realm="raftgate", error="insufficient_user_authentication""#);
+    let mut wanted = Vec::new();
+    if !acr_ok && !rule.acr_values.is_empty() {
+        v.push_str(&format!(r#", acr_values="{}""#, rule.acr_values.join(" ")));
+        wanted.push("an accepted acr".to_string());
+    }
+    if let (false, Some(max)) = (age_ok, rule.max_age_s) {
+        v.push_str(&format!(r#", max_age="{max}""#));
+        wanted.push(format!("authentication within {max} s"));
+    }
+    if !missing_amr.is_empty() {
+        wanted.push(format!("amr {}", missing_amr.join(" ")));
+    }
+    v.push_str(&format!(r#", error_description="required: {}""#, wanted.join(", ")));
+    // Values were checked at validation to be visible ASCII without quotes.
+    HeaderValue::from_str(&v).unwrap_or_else(|_| {
+        HeaderValue::from_static(r#"Bearer realm="raftgate", error="insufficient_user_authentication""#)
+    })
 }
 
 /// The route's consumer, group and scope rules.

@@ -10,6 +10,7 @@
 //! | 401 | `unauthorized` | no credential, or one that is invalid, expired or revoked (`WWW-Authenticate` names what the route accepts) |
 //! | 403 | `forbidden` | a valid credential the route does not allow |
 //! | 403 | `insufficient_scope` | a valid token without the route's scopes |
+//! | 401 | `insufficient_user_authentication` | a valid token whose `acr`, `amr` or `auth_time` falls short of the route's step-up rule (RFC 9470; `WWW-Authenticate` names what is missing) |
 //! | 400 | `bad_request` | malformed or ambiguous request (bad path encoding, Content-Length with Transfer-Encoding, bad header bytes); the connection is closed |
 //! | 404 | `route_not_found` | no route matches host, path and predicates |
 //! | 405 | `method_not_allowed` | a route matches but not with this method (`Allow` lists the methods) |
@@ -49,6 +50,8 @@ pub enum GatewayError {
     Unauthorized(HeaderValue),
     Forbidden,
     InsufficientScope,
+    /// 401 (RFC 9470) with this `WWW-Authenticate` challenge.
+    InsufficientUserAuthentication(HeaderValue),
     StaleState,
     /// 429: a rate limit or quota, with the tightest policy's figures.
     RateLimited(crate::traffic::RateInfo),
@@ -77,7 +80,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthorized(_) | GatewayError::InsufficientUserAuthentication(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden | GatewayError::InsufficientScope => StatusCode::FORBIDDEN,
             GatewayError::StaleState => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -105,6 +108,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::Forbidden => "forbidden",
             GatewayError::InsufficientScope => "insufficient_scope",
+            GatewayError::InsufficientUserAuthentication(_) => "insufficient_user_authentication",
             GatewayError::StaleState => "stale_state",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Overloaded => "overloaded",
@@ -131,6 +135,9 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "valid credentials are required",
             GatewayError::Forbidden => "these credentials may not call this route",
             GatewayError::InsufficientScope => "the token lacks a scope this route requires",
+            GatewayError::InsufficientUserAuthentication(_) => {
+                "a stronger or more recent authentication is required; see WWW-Authenticate"
+            }
             GatewayError::StaleState => "this node cannot confirm credentials right now; retry",
             GatewayError::RateLimited(_) => "too many requests; retry after the time given",
             GatewayError::Overloaded => "the upstream is overloaded; retry shortly",
@@ -166,7 +173,7 @@ impl GatewayError {
             }
         }
         match self {
-            GatewayError::Unauthorized(challenge) => {
+            GatewayError::Unauthorized(challenge) | GatewayError::InsufficientUserAuthentication(challenge) => {
                 headers.insert(WWW_AUTHENTICATE, challenge.clone());
             }
             GatewayError::InsufficientScope => {

@@ -476,3 +476,55 @@ async fn a_cached_authenticated_route_keeps_each_consumers_answers_apart() {
     assert_eq!(w.call("/secure/me", &[]).await.status, 401);
     assert_eq!(w.hits(), 2);
 }
+
+#[tokio::test]
+async fn a_step_up_route_names_what_a_token_lacks_and_lets_a_strong_enough_one_through() {
+    let mut w = World::start(
+        json!({"jwt": {}, "api_key": {}, "step_up": {"acr_values": ["urn:acr:high"], "amr": ["mfa"], "max_age_s": 300}}),
+        None,
+    )
+    .await;
+    let with = |extra: serde_json::Value| {
+        let mut c = claims("acme", "t-step");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        format!("Bearer {}", token(c))
+    };
+    let strong = json!({"acr": "urn:acr:high", "amr": ["pwd", "mfa"], "auth_time": now_s() - 30});
+    let ok = w.call("/secure/x", &[("authorization", &with(strong))]).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert_eq!(ok.json()["consumer"], "acme");
+    let hits = w.hits();
+
+    let challenge = |a: &Answer| a.headers["www-authenticate"].to_str().unwrap().to_string();
+    let plain = w.call("/secure/x", &[("authorization", &with(json!({})))]).await;
+    assert_eq!(plain.status, 401);
+    assert_eq!(plain.json()["error"]["code"], "insufficient_user_authentication");
+    let c = challenge(&plain);
+    assert!(c.starts_with(r#"Bearer realm="raftgate", error="insufficient_user_authentication""#), "{c}");
+    assert!(
+        c.contains(r#"acr_values="urn:acr:high""#) && c.contains(r#"max_age="300""#) && c.contains("amr mfa"),
+        "{c}"
+    );
+
+    // Only what is missing is named.
+    let no_mfa = json!({"acr": "urn:acr:high", "amr": ["pwd"], "auth_time": now_s() - 30});
+    let c = challenge(&w.call("/secure/x", &[("authorization", &with(no_mfa))]).await);
+    assert!(c.contains("amr mfa") && !c.contains("acr_values") && !c.contains("max_age"), "{c}");
+    let old = json!({"acr": "urn:acr:high", "amr": ["mfa"], "auth_time": now_s() - 3_600});
+    let c = challenge(&w.call("/secure/x", &[("authorization", &with(old))]).await);
+    assert!(c.contains(r#"max_age="300""#) && !c.contains("acr_values") && !c.contains("amr"), "{c}");
+    let low_acr = json!({"acr": "urn:acr:low", "amr": ["mfa"], "auth_time": now_s()});
+    let c = challenge(&w.call("/secure/x", &[("authorization", &with(low_acr))]).await);
+    assert!(c.contains(r#"acr_values="urn:acr:high""#) && !c.contains("max_age"), "{c}");
+    // A claim of the wrong type proves nothing; an auth_time in the future neither.
+    let odd = json!({"acr": 3, "amr": "mfa", "auth_time": now_s() + 3_600});
+    assert_eq!(w.call("/secure/x", &[("authorization", &with(odd))]).await.status, 401);
+    // An API key says nothing about how its user authenticated.
+    let (_, key) = w.new_key("acme", None);
+    let by_key = w.call("/secure/x", &[("x-api-key", &key)]).await;
+    assert_eq!(by_key.status, 401);
+    assert_eq!(by_key.json()["error"]["code"], "insufficient_user_authentication");
+    assert_eq!(w.hits(), hits, "no refused request reached the upstream");
+}
