@@ -179,7 +179,17 @@ pub enum AccessLogOutput {
     Stdout,
     Stderr,
     File(PathBuf),
+    /// A file path rolled over every hour or day (`<stem>.<date>.<ext>`),
+    /// keeping at most `retain_files` files (0: all).
+    Rolling {
+        path: PathBuf,
+        hourly: bool,
+        retain_files: usize,
+    },
 }
+
+/// Most rolled access-log files kept.
+pub const MAX_RETAINED_ACCESS_FILES: usize = 10_000;
 
 /// `[access_log]`: the per-request log (fields: `raftgate_proxy::access_log`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +213,13 @@ pub struct AccessLogSection {
     /// Lines buffered for the writer; beyond it lines are dropped (never
     /// blocking a request).
     pub buffered_lines: usize,
+    /// For a file output: `never` (one file, appended to), `hourly` or
+    /// `daily` (a new file `<stem>.<date>.<ext>` each period).
+    pub rotation: String,
+    /// With rotation: how many files to keep, oldest deleted first (at
+    /// start and at each rollover); 0 keeps all. This is the retention of
+    /// access logs: `daily` with 30 keeps about 30 days.
+    pub retain_files: usize,
 }
 
 impl Default for AccessLogSection {
@@ -216,6 +233,8 @@ impl Default for AccessLogSection {
             drop_fields: Vec::new(),
             redact_query_params: Vec::new(),
             buffered_lines: 16_384,
+            rotation: "never".into(),
+            retain_files: 0,
         }
     }
 }
@@ -228,7 +247,14 @@ impl AccessLogSection {
         Some(match self.output.as_str() {
             "stdout" => AccessLogOutput::Stdout,
             "stderr" => AccessLogOutput::Stderr,
-            path => AccessLogOutput::File(PathBuf::from(path)),
+            path => match self.rotation.as_str() {
+                "hourly" | "daily" => AccessLogOutput::Rolling {
+                    path: PathBuf::from(path),
+                    hourly: self.rotation == "hourly",
+                    retain_files: self.retain_files,
+                },
+                _ => AccessLogOutput::File(PathBuf::from(path)),
+            },
         })
     }
 
@@ -250,6 +276,29 @@ impl AccessLogSection {
         }
         if !(64..=1_048_576).contains(&self.buffered_lines) {
             return Err(field("access_log.buffered_lines", "must be 64 to 1048576"));
+        }
+        let to_file = !matches!(self.output.as_str(), "stdout" | "stderr");
+        match self.rotation.as_str() {
+            "never" => {}
+            "hourly" | "daily" if !to_file => {
+                return Err(field("access_log.rotation", "rotation needs a file path in access_log.output"))
+            }
+            "hourly" | "daily" => {
+                let p = std::path::Path::new(&self.output);
+                if p.file_name().is_none() || p.file_stem().is_none_or(|s| s.is_empty()) {
+                    return Err(field(
+                        "access_log.output",
+                        "a rotated access log needs a file name, e.g. /var/log/raftgate/access.log",
+                    ));
+                }
+            }
+            _ => return Err(field("access_log.rotation", "must be \"never\", \"hourly\" or \"daily\"")),
+        }
+        if self.retain_files > MAX_RETAINED_ACCESS_FILES {
+            return Err(field("access_log.retain_files", format!("must be 0 to {MAX_RETAINED_ACCESS_FILES}")));
+        }
+        if self.retain_files > 0 && self.rotation == "never" {
+            return Err(field("access_log.retain_files", "needs access_log.rotation = \"hourly\" or \"daily\""));
         }
         Ok(())
     }
@@ -1203,6 +1252,28 @@ auth = "none"
         assert!(err.contains("`identity.key_hash_secret`"), "{err}");
         let err = load(&format!("{GOOD}\n[traffic]\ntrusted_proxies = [\"10.0.0.0/40\"]\n")).unwrap_err();
         assert!(err.contains("`traffic.trusted_proxies[0]`"), "{err}");
+    }
+
+    #[test]
+    fn access_log_retention_needs_a_rotated_file() {
+        let with = |t: &str| load(&format!("{GOOD}\n[access_log]\n{t}\n"));
+        let c = with("output = \"/var/log/raftgate/access.log\"\nrotation = \"daily\"\nretain_files = 30").unwrap();
+        assert_eq!(
+            c.access_log.output(),
+            Some(AccessLogOutput::Rolling {
+                path: "/var/log/raftgate/access.log".into(),
+                hourly: false,
+                retain_files: 30
+            })
+        );
+        let err = with("rotation = \"daily\"").unwrap_err();
+        assert!(err.contains("`access_log.rotation`") && err.contains("file path"), "{err}");
+        let err = with("output = \"/tmp/a.log\"\nretain_files = 3").unwrap_err();
+        assert!(err.contains("`access_log.retain_files`"), "{err}");
+        let err = with("output = \"/tmp/a.log\"\nrotation = \"weekly\"").unwrap_err();
+        assert!(err.contains("`access_log.rotation`"), "{err}");
+        let err = with("output = \"/tmp/a.log\"\nrotation = \"hourly\"\nretain_files = 10001").unwrap_err();
+        assert!(err.contains("`access_log.retain_files`"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub fn init(format: LogFormat, level: &str, access: Option<(AccessLogOutput, usi
                     })?;
                     builder.finish(file)
                 }
+                AccessLogOutput::Rolling { path, hourly, retain_files } => {
+                    builder.finish(rolling(&path, hourly, retain_files)?)
+                }
             };
             let layer = tracing_subscriber::fmt::layer()
                 .json()
@@ -72,4 +75,71 @@ pub fn init(format: LogFormat, level: &str, access: Option<(AccessLogOutput, usi
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
     Ok(LogGuard(guard))
+}
+
+/// A rolling file writer for `path` (`dir/stem.ext` becomes
+/// `dir/stem.<date>.ext`), keeping at most `retain_files` files matching
+/// `stem.*.ext` (0: all); tracing-appender prunes at start and at each
+/// rollover, oldest first.
+fn rolling(
+    path: &std::path::Path,
+    hourly: bool,
+    retain_files: usize,
+) -> Result<tracing_appender::rolling::RollingFileAppender, String> {
+    use tracing_appender::rolling::{RollingFileAppender, Rotation};
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let stem =
+        path.file_stem().and_then(|s| s.to_str()).ok_or("config field `access_log.output`: not a UTF-8 file name")?;
+    let mut builder = RollingFileAppender::builder()
+        .rotation(if hourly { Rotation::HOURLY } else { Rotation::DAILY })
+        .filename_prefix(stem);
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        builder = builder.filename_suffix(ext);
+    }
+    if retain_files > 0 {
+        builder = builder.max_log_files(retain_files);
+    }
+    builder
+        .build(dir)
+        .map_err(|e| format!("config field `access_log.output`: cannot open a rolling log in {}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("access.") && n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_rolling_access_log_keeps_only_the_retained_number_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for day in 1..=5 {
+            std::fs::write(dir.path().join(format!("access.2020-01-0{day}.log")), "{}\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::write(dir.path().join("other.log"), "kept").unwrap();
+        let _writer = rolling(&dir.path().join("access.log"), false, 3).unwrap();
+        let left = access_files(dir.path());
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(!left.contains(&"access.2020-01-01.log".to_string()), "the oldest goes first: {left:?}");
+        assert!(dir.path().join("other.log").exists(), "files of another name are never touched");
+    }
+
+    #[test]
+    fn without_retention_every_rolled_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        for day in 1..=5 {
+            std::fs::write(dir.path().join(format!("access.2020-01-0{day}.log")), "{}\n").unwrap();
+        }
+        let _writer = rolling(&dir.path().join("access.log"), true, 0).unwrap();
+        assert_eq!(access_files(dir.path()).len(), 6);
+    }
 }
