@@ -90,8 +90,13 @@ impl TraceContext {
 
     /// `00-<trace id>-<this hop's span id>-<flags>`.
     pub fn traceparent(&self) -> HeaderValue {
-        let v = format!("00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.span_id), self.flags);
-        HeaderValue::from_str(&v).expect("hex and dashes are valid header bytes")
+        // `00-<32 hex>-<16 hex>-<2 hex>`, written in place (on every proxied request).
+        let mut v = [b'-'; 55];
+        v[..2].copy_from_slice(b"00");
+        hex_into(&self.trace_id, &mut v[3..35]);
+        hex_into(&self.span_id, &mut v[36..52]);
+        hex_into(&[self.flags], &mut v[53..55]);
+        HeaderValue::from_bytes(&v).expect("hex and dashes are valid header bytes")
     }
 
     /// Rewrites the upstream request's trace headers: ours replaces the
@@ -134,6 +139,14 @@ pub trait SpanSink: Send + Sync + std::fmt::Debug {
     /// Sends what is still queued and stops; called once, at shutdown, off
     /// the async runtime (it may block for the sink's own bounded time).
     fn shutdown(&self) {}
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -204,6 +217,8 @@ mod tests {
         let sent = h.get(TRACEPARENT).unwrap().to_str().unwrap().to_string();
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
         assert!(sent.ends_with("-01"));
+        assert_eq!(sent, format!("00-{}-{}-01", t.trace_id_hex(), t.span_id_hex()));
+        assert_eq!(parse_traceparent(sent.as_bytes()), Some((t.trace_id, t.span_id, 1)));
         assert_eq!(h.get(TRACESTATE).unwrap(), "vendor=abc");
     }
 
