@@ -198,7 +198,7 @@ impl Doc<'_> {
             }
             Json::Object(open.members)
         };
-        let forced = !self.config.array_paths.is_empty() && self.config.array_paths.iter().any(|p| *p == self.path);
+        let forced = !self.config.array_paths.is_empty() && self.config.array_paths.contains(&self.path);
         self.path.truncate(open.path_len);
         let Some(parent) = self.stack.last_mut() else {
             self.root = Some(value);

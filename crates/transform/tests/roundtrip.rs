@@ -92,9 +92,8 @@ enum Content {
 }
 
 fn element(name_s: BoxedStrategy<String>) -> impl Strategy<Value = Element> {
-    let leaf = (name_s.clone(), prop::collection::vec((name(), text()), 0..3), text()).prop_map(|(name, attrs, t)| {
-        Element { name, attrs: distinct(attrs), content: Content::Text(t) }
-    });
+    let leaf = (name_s.clone(), prop::collection::vec((name(), text()), 0..3), text())
+        .prop_map(|(name, attrs, t)| Element { name, attrs: distinct(attrs), content: Content::Text(t) });
     leaf.prop_recursive(4, 48, 4, move |inner| {
         let groups = prop::collection::vec((name(), 1usize..4, inner), 0..4);
         (name_s.clone(), prop::collection::vec((name(), text()), 0..3), groups).prop_map(|(name, attrs, groups)| {
@@ -158,7 +157,7 @@ fn noisy(e: &Element, out: &mut String, style: u8) {
     }
     out.push('>');
     match &e.content {
-        Content::Text(t) if style % 2 == 0 && !t.contains("]]>") && !t.contains('\r') => {
+        Content::Text(t) if style.is_multiple_of(2) && !t.contains("]]>") && !t.contains('\r') => {
             out.push_str(&format!("<![CDATA[{t}]]>"));
         }
         Content::Text(t) => out.push_str(&escape(t, false).replace('"', "&quot;")),
