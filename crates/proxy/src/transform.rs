@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_RANGE, RANGE};
+use http::header::{
+    HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_RANGE, RANGE, TRANSFER_ENCODING,
+};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use raftgate_model::route::DEFAULT_ROUTE_TIMEOUT_MS;
@@ -117,6 +119,7 @@ pub(crate) async fn response(
         }
     };
     let headers = &mut parts.headers;
+    headers.remove(TRANSFER_ENCODING);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
     if convert {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

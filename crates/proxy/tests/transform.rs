@@ -290,3 +290,19 @@ async fn a_bodiless_request_on_a_transforming_route_passes_unchanged() {
     assert_eq!((a.status, a.json()), (200, Value::Null));
     assert!(log.lock().unwrap()[0].body.is_empty());
 }
+
+#[tokio::test]
+async fn a_body_large_enough_for_the_blocking_pool_is_transformed_the_same_way() {
+    let (up, log) = recording("application/xml", "<ok/>").await;
+    let gw = gateway_for(&up, json!({"request": {"json_to_xml": {"declaration": false}}})).await;
+    let items: Vec<Value> =
+        (0..6000).map(|i| json!({"n": i, "pad": "0123456789012345678901234567890123456789"})).collect();
+    let body = serde_json::to_vec(&json!({"item": items})).unwrap();
+    assert!(body.len() > 256 << 10, "beyond the inline bound");
+    let a = post(&gw, "application/json", body).await;
+    assert_eq!(a.status, 200);
+    let seen = log.lock().unwrap()[0].clone();
+    assert!(seen.body.starts_with(b"<root><item><n>0</n><pad>"));
+    assert!(seen.body.ends_with(b"<n>5999</n><pad>0123456789012345678901234567890123456789</pad></item></root>"));
+    assert_eq!(seen.content_length, Some(seen.body.len().to_string()));
+}
