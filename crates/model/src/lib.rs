@@ -21,6 +21,7 @@ pub mod path;
 pub mod route;
 mod state;
 pub mod traffic;
+pub mod transform;
 
 pub use command::{Command, KeyRotation, Proposal, MAX_BATCH_COMMANDS};
 pub use consumer::Consumer;

@@ -468,6 +468,10 @@ pub struct Route {
     /// account, with a temporary lockout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<crate::edge::LoginProtection>,
+    /// Body transformation: JSON ⇄ XML for an XML upstream and JSON field
+    /// edits, each way (see `docs/transform.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<crate::transform::TransformPolicy>,
 }
 
 /// Largest request schema document.
@@ -737,6 +741,9 @@ impl Route {
         }
         if let Some(l) = &self.login {
             l.validate("login")?;
+        }
+        if let Some(t) = &self.transform {
+            t.validate("transform")?;
         }
         Ok(())
     }

@@ -27,6 +27,13 @@
 //! | 403 | `cors_rejected` | a CORS preflight for an origin, method or header the route does not allow |
 //! | 429 | `login_locked` | too many failed logins from this address or for this account (`Retry-After`) |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
+//! | 400 | `invalid_json` | a route that transforms request bodies got one that is not JSON (syntax, a key twice, nested deeper than 64) |
+//! | 400 | `json_not_xml_mappable` | valid JSON the XML mapping cannot express (a key that is not an XML name, an array in an array, a top-level array…) |
+//! | 415 | `unsupported_media_type` | a route that transforms request bodies got one that is not `application/json` or `*+json`, or is `Content-Encoding`-encoded |
+//! | 413 | `transformed_body_too_large` | the transformed request body would exceed the route's `transform.max_output_bytes` |
+//! | 502 | `upstream_invalid_xml` | a route that converts XML responses got one that is not well-formed XML, or has a DOCTYPE or an undefined entity |
+//! | 502 | `upstream_invalid_json` | a route that edits JSON responses got one that is not valid JSON |
+//! | 502 | `upstream_body_too_large` | the upstream's body, or its transformation, exceeds the route's `transform` bounds |
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -66,6 +73,14 @@ pub enum GatewayError {
     CorsRejected,
     /// 429: a login lockout, with the seconds left.
     LoginLocked(u64),
+    // Body transformation (`crate::transform`).
+    InvalidJson,
+    JsonNotXmlMappable,
+    UnsupportedMediaType,
+    TransformedBodyTooLarge,
+    UpstreamInvalidXml,
+    UpstreamInvalidJson,
+    UpstreamBodyTooLarge,
 }
 
 impl GatewayError {
@@ -91,6 +106,12 @@ impl GatewayError {
             GatewayError::IpForbidden | GatewayError::RequestBlocked | GatewayError::CorsRejected => {
                 StatusCode::FORBIDDEN
             }
+            GatewayError::InvalidJson | GatewayError::JsonNotXmlMappable => StatusCode::BAD_REQUEST,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::TransformedBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamInvalidXml
+            | GatewayError::UpstreamInvalidJson
+            | GatewayError::UpstreamBodyTooLarge => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -118,6 +139,13 @@ impl GatewayError {
             GatewayError::RequestBlocked => "request_blocked",
             GatewayError::CorsRejected => "cors_rejected",
             GatewayError::LoginLocked(_) => "login_locked",
+            GatewayError::InvalidJson => "invalid_json",
+            GatewayError::JsonNotXmlMappable => "json_not_xml_mappable",
+            GatewayError::UnsupportedMediaType => "unsupported_media_type",
+            GatewayError::TransformedBodyTooLarge => "transformed_body_too_large",
+            GatewayError::UpstreamInvalidXml => "upstream_invalid_xml",
+            GatewayError::UpstreamInvalidJson => "upstream_invalid_json",
+            GatewayError::UpstreamBodyTooLarge => "upstream_body_too_large",
         }
     }
 
@@ -147,6 +175,13 @@ impl GatewayError {
             GatewayError::RequestBlocked => "the request was blocked by the gateway's filters",
             GatewayError::CorsRejected => "this cross-origin request is not allowed",
             GatewayError::LoginLocked(_) => "too many failed logins; retry after the time given",
+            GatewayError::InvalidJson => "the request body is not valid JSON",
+            GatewayError::JsonNotXmlMappable => "the request body cannot be expressed as XML for this route",
+            GatewayError::UnsupportedMediaType => "this route takes JSON request bodies, not encoded",
+            GatewayError::TransformedBodyTooLarge => "the request body is too large once transformed",
+            GatewayError::UpstreamInvalidXml => "the upstream answered with a body that is not valid XML",
+            GatewayError::UpstreamInvalidJson => "the upstream answered with a body that is not valid JSON",
+            GatewayError::UpstreamBodyTooLarge => "the upstream's answer is larger than this route transforms",
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`error`]: the responses the gateway generates.
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
+//! - [`transform`]: JSON ⇄ XML and JSON field edits on bodies.
 
 pub mod abuse;
 pub mod access_log;
@@ -36,6 +37,7 @@ pub mod shed;
 pub mod tls;
 pub mod trace;
 pub mod traffic;
+pub mod transform;
 pub mod waf;
 
 pub use gateway::{Gateway, GatewayConfig, IdentityConfig, Limits, StaleTotals, TrafficConfig, ViewAge};

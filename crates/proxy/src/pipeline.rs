@@ -18,6 +18,10 @@
 //! 2b. [`crate::auth::authenticate`]: credentials, revocation, the route's
 //!    consumer, group and scope rules (401 / 403 / 503 when stale).
 //!
+//! 2d and 4b. [`crate::transform`]: the route's body transformation, of
+//!    the request once its body has been checked, of the response before
+//!    the cache and compression see it.
+//!
 //! Later stages (rate limits, WAF, cache) slot in between 2b and 3, each
 //! with the same shape: take the context, continue or respond.
 
@@ -276,18 +280,22 @@ async fn proxy(
             || content_length(&parts.headers).is_none_or(|n| n <= u64::from(w.body_limit()))
     });
     let login_field = route.login.as_ref().and_then(|l| l.account_field.as_deref()).filter(|_| sends_body);
+    let transform_body = crate::transform::request_policy(&route).filter(|_| sends_body);
+    // What the upstream's Content-Type becomes when the body is transformed.
+    let mut transformed_type = None;
     // The stages that must see the whole body, each with its own bound.
     let whole_body_limits: Vec<u64> = [
         schema.then_some(raftgate_model::route::MAX_VALIDATED_BODY_BYTES),
         waf_body.map(|w| u64::from(w.body_limit())),
         login_field.map(|_| u64::from(raftgate_model::edge::MAX_LOGIN_BODY_BYTES)),
+        transform_body.map(|t| t.body_limit()),
     ]
     .into_iter()
     .flatten()
     .collect();
     let (body, body_too_large, has_body, checked_len) = match whole_body_limits.iter().min() {
         Some(&stage_max) => {
-            let bytes = read_whole(&route, body, limit.min(stage_max), idle).await?;
+            let mut bytes = read_whole(&route, body, limit.min(stage_max), idle).await?;
             if schema {
                 check_schema(snapshot, &route, &parts.headers, &bytes)?;
             }
@@ -302,6 +310,11 @@ async fn proxy(
                 if let Some(retry_s) = gateway.login_guard().locked(attempt, gateway.now_ms()) {
                     return Err(GatewayError::LoginLocked(retry_s));
                 }
+            }
+            // Phase 2d: transformation, after every check of the client's body.
+            if let Some((out, content_type)) = crate::transform::request(&route, &parts.headers, &bytes).await? {
+                bytes = out;
+                transformed_type = content_type;
             }
             let len = bytes.len();
             (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
@@ -319,6 +332,7 @@ async fn proxy(
     if let Some(len) = checked_len {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
+    crate::transform::upstream_headers(&route, &mut headers, transformed_type);
     if let Some(p) = &principal {
         if let Ok(v) = HeaderValue::from_str(p.consumer.as_str()) {
             headers.insert(forwarded::X_CONSUMER_ID, v);
@@ -360,6 +374,8 @@ async fn proxy(
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, idle, conn.slot.clone()));
         }
     }
+    // Phase 4b: the upstream's body transformed, before the cache and compression.
+    response = crate::transform::response(&route, &client.method, response).await?;
     if let (Some(p), Some(policy)) = (pending, cache_policy) {
         response = crate::cache::after(
             p,
