@@ -67,6 +67,8 @@ pub fn need(rpc: &str) -> Option<Need> {
         "AddLearner" | "Promote" | "RemoveNode" | "PutSetting" | "DeleteSetting" | "ApplyIssuer" | "DeleteIssuer"
         | "ApplyPlan" | "DeletePlan" | "ResetQuota" | "ApplyOperator" | "DeleteOperator" | "CreateAdminToken"
         | "DeleteAdminToken" | "ApplyCertificate" | "DeleteCertificate" => Admin,
+        // The whole state (hashes of credentials included): a backup.
+        "SaveSnapshot" => Admin,
         "SubmitQuotaLeases" | "RecordDenials" | "ReportAnomaly" => Node,
         // The handler checks the caller may apply (and delete) each kind the document holds.
         "ApplyConfig" => Operate,

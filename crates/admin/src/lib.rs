@@ -8,6 +8,7 @@
 //! an internal detail.
 
 pub mod auth;
+mod backup;
 pub mod declarative;
 mod forward;
 mod governance;
@@ -543,6 +544,10 @@ impl Admin for AdminService {
         };
         let local = self.read(msg.consistency(), dump).await;
         self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.dump_config(r).await }).await
+    }
+    type SaveSnapshotStream = backup::ChunkStream;
+    async fn save_snapshot(&self, req: Request<pb::SaveSnapshotRequest>) -> Reply<Self::SaveSnapshotStream> {
+        backup::save_snapshot(&self.node, &self.forwarder, req).await
     }
     async fn route_traffic(&self, _: Request<pb::RouteTrafficRequest>) -> Reply<pb::RouteTrafficReply> {
         let routes = self.data_plane.as_ref().map(|d| d.route_traffic()).unwrap_or_default();

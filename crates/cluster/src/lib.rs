@@ -11,6 +11,7 @@
 // openraft fixes the RPC error type (RPCError, ~128 bytes) of the network trait.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 mod config;
 mod env;
 mod error;

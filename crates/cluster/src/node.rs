@@ -21,7 +21,7 @@ use crate::view::LeaderView;
 use crate::Raft;
 
 /// sled page cache per node.
-const STORE_CACHE_BYTES: u64 = 64 << 20;
+pub(crate) const STORE_CACHE_BYTES: u64 = 64 << 20;
 /// How often the store's seal (its durable lower bound) is rewritten.
 const SEAL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -197,6 +197,11 @@ impl ClusterNode {
 
     pub fn env(&self) -> &NodeEnv {
         &self.env
+    }
+
+    /// The cluster name this node was started with (`node.cluster_name`).
+    pub fn cluster_name(&self) -> &str {
+        &self.raft.config().cluster_name
     }
 
     pub fn view(&self) -> &Arc<LeaderView> {

@@ -14,6 +14,7 @@ mod identity;
 mod objects;
 mod openapi;
 mod output;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -247,6 +248,12 @@ enum Cmd {
         #[arg(long)]
         local: bool,
     },
+    /// Backups: save a consistent snapshot of the cluster's state, inspect a file.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  raftgatectl snapshot save backup.rgsnap\n  raftgatectl snapshot inspect backup.rgsnap"
+    )]
+    Snapshot(snapshot::SnapshotCmd),
     /// Shell completion script on stdout.
     #[command(
         after_help = "Examples:\n  raftgatectl completions bash > /etc/bash_completion.d/raftgatectl\n  raftgatectl completions zsh > \"${fpath[1]}/_raftgatectl\""
@@ -419,6 +426,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Cmd::Snapshot(cmd) = &cli.command {
+        // Offline, or refused before connecting.
+        let offline = match cmd {
+            snapshot::SnapshotCmd::Inspect { file } => {
+                Some(snapshot::inspect(file, !matches!(cli.output, Format::Table)))
+            }
+            save => snapshot::check_save(save).err().map(Err),
+        };
+        if let Some(result) = offline {
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgatectl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let endpoint = normalize(cli.endpoint.as_deref().unwrap_or("127.0.0.1:7201"));
     match runtime.block_on(execute(&cli, &endpoint)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -631,6 +656,10 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         Cmd::Catalog { unknown, limit } => catalog::catalog(&mut client, &out, *unknown, *limit).await?,
         Cmd::Diff { file, prune } => apply_config(&mut client, &out, file, *prune, true).await?,
         Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Snapshot(snapshot::SnapshotCmd::Save { file, .. }) => {
+            snapshot::save(&mut client, file, !matches!(cli.output, Format::Table)).await?
+        }
+        Cmd::Snapshot(snapshot::SnapshotCmd::Inspect { .. }) => unreachable!("handled before connecting"),
         Cmd::Dump { local } => {
             let req = pb::DumpConfigRequest { consistency: consistency(*local) };
             let reply = client.dump_config(req).await.map_err(describe)?.into_inner();

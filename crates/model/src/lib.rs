@@ -11,6 +11,7 @@
 //! then only rejects what depends on the state (a stale revision, a missing
 //! object, a full table) and a rejected command changes nothing.
 
+pub mod backup;
 mod command;
 pub mod consumer;
 pub mod edge;

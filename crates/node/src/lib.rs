@@ -7,6 +7,7 @@
 //! in-flight requests, stop Raft, flush storage). With the `otlp` feature,
 //! [`otlp`] exports sampled requests as OpenTelemetry spans.
 
+pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod logging;

@@ -38,6 +38,44 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// Seed this node's EMPTY data dir from a snapshot file (`raftgatectl snapshot save`):
+    /// started with `serve`, it is then a one-voter cluster of itself holding exactly
+    /// that state. The node must be stopped. See docs/backup.md.
+    Restore {
+        #[arg(long, short, env = "RAFTGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        snapshot: PathBuf,
+        #[command(flatten)]
+        overrides: Box<ConfigOverrides>,
+    },
+    /// Disaster recovery when a quorum of voters is lost for good: re-form a
+    /// one-voter cluster of this (stopped) node from its own data dir. Without
+    /// --i-accept-losing-writes-not-on-this-node it only explains and refuses.
+    Recover {
+        #[arg(long, short, env = "RAFTGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, required = true)]
+        force_new_cluster: bool,
+        #[arg(long = "i-accept-losing-writes-not-on-this-node")]
+        confirmed: bool,
+        #[command(flatten)]
+        overrides: Box<ConfigOverrides>,
+    },
+    /// Write a synthetic snapshot file (for benches/restore_time.sh and cold_start.sh).
+    #[command(hide = true)]
+    GenSnapshot {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        routes: u64,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=5_000_000))]
+        revocations: u64,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        consumers: u64,
+        #[arg(long, default_value = "raftgate")]
+        cluster_name: String,
+    },
 }
 
 /// The data plane allocates per request (headers, bodies, futures); mimalloc
@@ -75,6 +113,42 @@ fn main() -> ExitCode {
             };
             runtime.block_on(run_dev(nodes, data_dir, base_port))
         }
+        Cmd::Restore { config, snapshot, overrides } => {
+            let config = match NodeConfig::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(e.to_string(), 2),
+            };
+            finish(runtime.block_on(raftgate_node::backup::restore(&config, &snapshot)))
+        }
+        Cmd::Recover { config, force_new_cluster: _, confirmed, overrides } => {
+            let config = match NodeConfig::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(e.to_string(), 2),
+            };
+            finish(runtime.block_on(raftgate_node::backup::recover(&config, confirmed)))
+        }
+        Cmd::GenSnapshot { out, routes, revocations, consumers, cluster_name } => {
+            let spec = raftgate_node::backup::Synthetic {
+                routes: routes as usize,
+                revocations: revocations as usize,
+                consumers: consumers as usize,
+                cluster_name,
+            };
+            match raftgate_node::backup::generate(&spec, &out) {
+                Ok(counts) => {
+                    println!("wrote {}: {}", out.display(), counts.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e, 1),
+            }
+        }
+    }
+}
+
+fn finish(result: Result<(), raftgate_node::backup::Failed>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => fail(f.message, f.code),
     }
 }
 

@@ -18,6 +18,7 @@ mod kv;
 mod log_store;
 mod runtime;
 mod seal;
+pub mod seed;
 mod state_machine;
 mod types;
 

@@ -17,9 +17,9 @@ use crate::TypeConfig;
 type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const VOTE: &[u8] = b"vote";
+pub(crate) const COMMITTED: &[u8] = b"committed";
+pub(crate) const LAST_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log on a [`KvStore`]. Cloning is cheap; clones share the store.
 #[derive(Clone)]

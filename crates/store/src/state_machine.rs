@@ -22,8 +22,8 @@ type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type Meta = SnapshotMeta<NodeId, NodeInfo>;
 
-const SNAPSHOT_META: &[u8] = b"meta";
-const SNAPSHOT_DATA: &[u8] = b"data";
+pub(crate) const SNAPSHOT_META: &[u8] = b"meta";
+pub(crate) const SNAPSHOT_DATA: &[u8] = b"data";
 
 /// The applied state of this node: the model state, the last applied log id
 /// and the last applied membership.
