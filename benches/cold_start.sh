@@ -35,4 +35,26 @@ for i in $(seq 1 "$ROUNDS"); do
     echo "cold start $i: $t ms"
     echo "$t" >>"$WORK/times"
 done
-echo "cold start with $ROUTES routes, median of $ROUNDS: $(median <"$WORK/times") ms"
+# Baseline in the same run: the same node restored from an empty snapshot.
+"$RAFTGATE" gen-snapshot --out "$WORK/empty.rgsnap" --routes 0 --revocations 0 >/dev/null
+EMPTY_WORK="$WORK/empty"
+mkdir -p "$EMPTY_WORK"
+: >"$WORK/base"
+WORK_SAVED=$WORK
+WORK=$EMPTY_WORK
+write_config node
+"$RAFTGATE" restore -c "$WORK/node.toml" --snapshot "$WORK_SAVED/empty.rgsnap" >/dev/null
+ready_ms node >/dev/null
+stop_node
+for i in $(seq 1 "$ROUNDS"); do
+    t=$(ready_ms node)
+    stop_node
+    echo "baseline (no routes) $i: $t ms"
+    echo "$t" >>"$WORK_SAVED/base"
+done
+WORK=$WORK_SAVED
+with=$(median <"$WORK/times")
+base=$(median <"$WORK/base")
+echo "cold start with $ROUTES routes, median of $ROUNDS: $with ms"
+echo "baseline, the same node with no routes: $base ms"
+awk -v a="$with" -v b="$base" 'BEGIN { if (b > 0) printf "ratio: %.2fx the baseline\n", a / b }'
