@@ -18,6 +18,8 @@ pub mod incarnation;
 mod network;
 mod node;
 mod raft_service;
+pub mod tls;
+mod tls_io;
 mod view;
 
 pub use config::{RaftTimeouts, TimeoutError};
@@ -27,6 +29,8 @@ pub use incarnation::{Incarnations, Origin};
 pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;
+pub use tls::{ClusterTls, TlsFileError, TlsFiles};
+pub use tls_io::{accept_tls, RefusalLog, TLS_HANDSHAKE_TIMEOUT};
 pub use raftgate_store::{Applied, ApplyObserver};
 pub use view::LeaderView;
 
