@@ -29,9 +29,9 @@ pub use incarnation::{Incarnations, Origin};
 pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;
+pub use raftgate_store::{Applied, ApplyObserver};
 pub use tls::{ClusterTls, TlsFileError, TlsFiles};
 pub use tls_io::{accept_tls, RefusalLog, TLS_HANDSHAKE_TIMEOUT};
-pub use raftgate_store::{Applied, ApplyObserver};
 pub use view::LeaderView;
 
 /// The openraft handle type of a Raftgate node.

@@ -58,7 +58,12 @@ pub struct NetworkFactory {
 }
 
 impl NetworkFactory {
-    pub fn new(view: Arc<LeaderView>, dialer: Dialer, incarnations: Arc<Incarnations>, cluster: Arc<ClusterName>) -> Self {
+    pub fn new(
+        view: Arc<LeaderView>,
+        dialer: Dialer,
+        incarnations: Arc<Incarnations>,
+        cluster: Arc<ClusterName>,
+    ) -> Self {
         Self { view, dialer, incarnations, cluster }
     }
 }

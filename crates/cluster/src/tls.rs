@@ -210,11 +210,9 @@ fn load(
 
     let provider = provider();
     let key = CertifiedKey::from_der(chain.clone(), key, &provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => err(
-            "key_file",
-            &files.key_file,
-            format!("does not match the certificate in {}", files.cert_file.display()),
-        ),
+        rustls::Error::InconsistentKeys(_) => {
+            err("key_file", &files.key_file, format!("does not match the certificate in {}", files.cert_file.display()))
+        }
         e => err("key_file", &files.key_file, format!("is not usable: {e}")),
     })?;
     let roots = Arc::new(roots);
@@ -225,17 +223,10 @@ fn load(
         .build()
         .map_err(|e| err("ca_file", &files.ca_file, format!("is not usable: {e}")))?;
     // This node's own certificate must pass what its peers will check.
-    client_verifier.verify_client_cert(&leaf, &chain[1..], now).map_err(|e| {
-        cert_err(format!("the certificate does not verify against {}: {e}", files.ca_file.display()))
-    })?;
-    Ok(Material {
-        key: Arc::new(key),
-        client_verifier,
-        server_verifier,
-        ca_pem: raw[2].clone(),
-        not_after,
-        raw,
-    })
+    client_verifier
+        .verify_client_cert(&leaf, &chain[1..], now)
+        .map_err(|e| cert_err(format!("the certificate does not verify against {}: {e}", files.ca_file.display())))?;
+    Ok(Material { key: Arc::new(key), client_verifier, server_verifier, ca_pem: raw[2].clone(), not_after, raw })
 }
 
 /// What [`ClusterTls::reload_if_changed`] did.
@@ -243,7 +234,9 @@ fn load(
 pub enum Reload {
     Unchanged,
     /// A new set is in service; its certificate's end of validity.
-    Reloaded { not_after: String },
+    Reloaded {
+        not_after: String,
+    },
     /// The new files were refused; the previous set stays in service.
     Refused(TlsFileError),
 }
@@ -302,8 +295,8 @@ impl ClusterTls {
             .with_client_cert_verifier(Arc::new(NodeClientVerifier(shared.clone())))
             .with_cert_resolver(Arc::new(NodeIdentity(shared.clone())));
         server.alpn_protocols = vec![b"h2".to_vec()];
-        let client = Self::client_config_with(&shared, Arc::new(NodeServerVerifier(shared.clone())))
-            .map_err(config_err)?;
+        let client =
+            Self::client_config_with(&shared, Arc::new(NodeServerVerifier(shared.clone()))).map_err(config_err)?;
         Ok(Arc::new(Self { shared, server: Arc::new(server), client }))
     }
 
@@ -636,7 +629,8 @@ mod tests {
         assert_eq!(start("not pem", &key, &authority.pem).field, "cert_file");
         assert_eq!(start(&good, "not pem", &authority.pem).field, "key_file");
         assert_eq!(start(&good, &key, "").field, "ca_file");
-        let missing = TlsFiles { cert_file: dir.path().join("nope.crt"), ..write(dir.path(), &good, &key, &authority.pem) };
+        let missing =
+            TlsFiles { cert_file: dir.path().join("nope.crt"), ..write(dir.path(), &good, &key, &authority.pem) };
         let e = ClusterTls::load(missing, "prod", 1).map(|_| ()).unwrap_err();
         assert!(e.field == "cert_file" && e.problem.contains("cannot read"), "{e}");
     }

@@ -120,7 +120,8 @@ struct TlsConnect {
     refusals: Arc<RefusalLog>,
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, std::io::Error>> + Send>>;
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, std::io::Error>> + Send>>;
 
 impl tower_service::Service<http::Uri> for TlsConnect {
     type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -143,7 +144,8 @@ impl tower_service::Service<http::Uri> for TlsConnect {
                 .await
                 .map_err(|_| Error::new(ErrorKind::TimedOut, "connect timed out"))??;
             tcp.set_nodelay(true)?;
-            let shaken = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await;
+            let shaken =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, TlsConnector::from(config).connect(name, tcp)).await;
             let error = match shaken {
                 Ok(Ok(stream)) => return Ok(TokioIo::new(stream)),
                 Ok(Err(e)) => e,

@@ -34,10 +34,14 @@ const BACKDATE: Duration = Duration::from_secs(3_600);
 #[derive(Subcommand)]
 pub enum CertsCmd {
     /// Create a CA, a certificate per node and per operator in a new directory.
-    #[command(after_help = "Example:\n  raftgatectl certs init --out ./pki --cluster prod \\\n    --node 1=n1.example.com,10.0.0.1 --node 2=n2.example.com --node 3=n3.example.com --operator alice")]
+    #[command(
+        after_help = "Example:\n  raftgatectl certs init --out ./pki --cluster prod \\\n    --node 1=n1.example.com,10.0.0.1 --node 2=n2.example.com --node 3=n3.example.com --operator alice"
+    )]
     Init(InitArgs),
     /// Issue one more node certificate from an existing CA (a new or replaced node, or rotation).
-    #[command(after_help = "Example:\n  raftgatectl certs node --ca-dir ./pki --cluster prod --id 4 --host n4.example.com --out ./pki --force")]
+    #[command(
+        after_help = "Example:\n  raftgatectl certs node --ca-dir ./pki --cluster prod --id 4 --host n4.example.com --out ./pki --force"
+    )]
     Node(NodeArgs),
 }
 
@@ -108,7 +112,8 @@ fn check_cluster(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    ok.then_some(()).ok_or_else(|| format!("--cluster {name:?}: must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'"))
+    ok.then_some(())
+        .ok_or_else(|| format!("--cluster {name:?}: must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'"))
 }
 
 fn check_days(flag: &str, days: u64) -> Result<(), String> {
@@ -191,7 +196,8 @@ fn check_operator(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    ok.then_some(()).ok_or_else(|| format!("--operator {name:?}: must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"))
+    ok.then_some(())
+        .ok_or_else(|| format!("--operator {name:?}: must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"))
 }
 
 fn init(a: &InitArgs) -> Result<(), String> {
@@ -218,7 +224,10 @@ fn init(a: &InitArgs) -> Result<(), String> {
 
     let ca_key = key_pair()?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, format!("raftgate {} CA", a.cluster));
+    // A name of its own (from its key): peers then tell "another CA"
+    // (unknown issuer) from a forged signature, also during a CA rotation.
+    let tag = hex(&Sha256::digest(ca_key.subject_public_key_info())[..8]);
+    ca.distinguished_name.push(DnType::CommonName, format!("raftgate {} CA {tag}", a.cluster));
     ca.distinguished_name.push(DnType::OrganizationName, format!("raftgate cluster {}", a.cluster));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -263,7 +272,8 @@ fn node(a: &NodeArgs) -> Result<(), String> {
         std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
     let (ca_pem, ca_key) = (read("ca.pem")?, read("ca.key")?);
-    let key = KeyPair::from_pem(&ca_key).map_err(|e| format!("{}: not a private key: {e}", a.ca_dir.join("ca.key").display()))?;
+    let key = KeyPair::from_pem(&ca_key)
+        .map_err(|e| format!("{}: not a private key: {e}", a.ca_dir.join("ca.key").display()))?;
     let shown = a.ca_dir.join("ca.pem").display().to_string();
     let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
         .map_err(|_| format!("{shown}: holds no PEM certificate"))?;
@@ -274,7 +284,8 @@ fn node(a: &NodeArgs) -> Result<(), String> {
     if !parsed.is_ca() {
         return Err(format!("{shown}: is not a CA certificate"));
     }
-    let issuer = Issuer::from_ca_cert_der(&pem.contents.as_slice().into(), key).map_err(|e| format!("using the CA: {e}"))?;
+    let issuer =
+        Issuer::from_ca_cert_der(&pem.contents.as_slice().into(), key).map_err(|e| format!("using the CA: {e}"))?;
     let outputs = node_cert(&issuer, &a.cluster, a.id, &a.hosts, a.days)?;
     write_all(&a.out, &outputs, a.force)
 }
@@ -289,12 +300,8 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes every file, or none if one exists and `force` is off.
 fn write_all(dir: &Path, outputs: &[Output], force: bool) -> Result<(), String> {
     if !force {
-        let existing: Vec<String> = outputs
-            .iter()
-            .map(|o| dir.join(&o.name))
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
+        let existing: Vec<String> =
+            outputs.iter().map(|o| dir.join(&o.name)).filter(|p| p.exists()).map(|p| p.display().to_string()).collect();
         if !existing.is_empty() {
             return Err(format!("refusing to overwrite {} (pass --force to replace)", existing.join(", ")));
         }
@@ -337,7 +344,10 @@ mod tests {
 
     #[test]
     fn node_flags_parse_and_bad_hosts_are_named() {
-        assert_eq!(parse_node("2=n2.example.com,10.0.0.2").unwrap(), (2, vec!["n2.example.com".into(), "10.0.0.2".into()]));
+        assert_eq!(
+            parse_node("2=n2.example.com,10.0.0.2").unwrap(),
+            (2, vec!["n2.example.com".into(), "10.0.0.2".into()])
+        );
         assert!(parse_node("x=h").is_err() && parse_node("h").is_err());
         assert!(host_san("bad_name!").unwrap_err().contains("bad_name!"));
         assert!(matches!(host_san("::1"), Ok(SanType::IpAddress(_))));

@@ -413,7 +413,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Cmd::Certs(cmd) = &cli.command {
-        return certs::run(cmd).map_or_else(|e| { eprintln!("raftgatectl certs: {e}"); ExitCode::FAILURE }, |()| ExitCode::SUCCESS);
+        return certs::run(cmd).map_or_else(
+            |e| {
+                eprintln!("raftgatectl certs: {e}");
+                ExitCode::FAILURE
+            },
+            |()| ExitCode::SUCCESS,
+        );
     }
     if let Err(e) = configure(&mut cli) {
         eprintln!("raftgatectl: {e}");

@@ -588,7 +588,9 @@ where
     match (&admin_tls, cluster_tls) {
         (Some(tls), None) => admin = admin.with_admin_dialer(tls.dialer()),
         (Some(tls), Some(cluster)) => {
-            let client = cluster.client_config_trusting(&tls.ca).map_err(|e| NodeError::AdminTls(format!("admin.tls.ca_file: {e}")))?;
+            let client = cluster
+                .client_config_trusting(&tls.ca)
+                .map_err(|e| NodeError::AdminTls(format!("admin.tls.ca_file: {e}")))?;
             admin = admin.with_admin_dialer(cluster.dialer_with(client));
         }
         // Not the Raft dialer: the admin API is plaintext.
