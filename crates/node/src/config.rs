@@ -1225,7 +1225,8 @@ auth = "none"
 
     #[test]
     fn cluster_tls_is_required_off_loopback_and_its_interval_is_bounded() {
-        let off_loopback = GOOD.replace("raft = \"127.0.0.1:7101\"", "raft = \"0.0.0.0:7101\"");
+        let off_loopback = GOOD.replace("raft = \"127.0.0.1:7101\"", "raft = \"0.0.0.0:7101\"")
+            + "\n[advertise]\nraft = \"127.0.0.1:7101\"\n";
         let err = load(&off_loopback).unwrap_err();
         assert!(err.contains("cluster_tls") && err.contains("loopback"), "{err}");
         let tls = "\n[cluster_tls]\ncert_file = \"n.crt\"\nkey_file = \"n.key\"\nca_file = \"ca.pem\"\n";
