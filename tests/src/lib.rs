@@ -14,12 +14,17 @@ use raftgate_proto::admin as pb;
 use raftgate_proto::admin::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// Path of a binary built by cargo in the same target dir as the running executable.
+/// Path of a binary built by cargo in the same target dir as the running
+/// executable, or in `RAFTGATE_TEST_BIN_DIR` when set (a target dir shared
+/// by several checkouts overwrites the binaries there).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
+    }
+    if let Some(d) = std::env::var_os("RAFTGATE_TEST_BIN_DIR") {
+        dir = PathBuf::from(d);
     }
     let path = dir.join(name);
     assert!(

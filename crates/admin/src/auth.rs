@@ -145,6 +145,10 @@ pub struct AuthSettings {
     pub bootstrap_token: Option<String>,
     /// The cluster's shared secret: hashes tokens, signs assertions.
     pub secret: Vec<u8>,
+    /// With cluster TLS (and admin TLS): a node assertion is accepted only
+    /// on a connection whose client certificate is a node certificate of
+    /// this cluster.
+    pub node_cert_cluster: Option<String>,
 }
 
 /// Authenticates and authorises admin requests for one node.
@@ -154,6 +158,7 @@ pub struct Authority {
     signer: Signer,
     required: bool,
     bootstrap: Option<Digest>,
+    node_cert_cluster: Option<String>,
     denials: tokio::sync::mpsc::Sender<Denial>,
 }
 
@@ -169,6 +174,7 @@ impl Authority {
             hasher,
             required: settings.required,
             bootstrap,
+            node_cert_cluster: settings.node_cert_cluster,
             denials: tx,
         };
         (Arc::new(authority), rx)
@@ -186,6 +192,9 @@ impl Authority {
     fn authenticate<B>(&self, req: &http::Request<B>) -> Result<Option<Proven>, Refused> {
         let headers = req.headers();
         if let Some(a) = headers.get(ASSERTION) {
+            if let Some(cluster) = &self.node_cert_cluster {
+                node_certificate(req, cluster).map_err(|why| ("node assertion".to_string(), why))?;
+            }
             let claims = a
                 .to_str()
                 .map_err(|_| "malformed node assertion")
@@ -338,6 +347,20 @@ fn needed_roles(need: Need) -> &'static str {
         Need::Admin => "role admin",
         Need::Node => "a cluster node",
     }
+}
+
+/// Checks that the connection's verified client certificate is a node
+/// certificate of `cluster` (a node forwarding or calling for itself).
+fn node_certificate<B>(req: &http::Request<B>, cluster: &str) -> Result<u64, String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let leaf = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+        .and_then(|c| c.first().cloned())
+        .ok_or_else(|| "a node assertion needs a connection with a node certificate of this cluster".to_string())?;
+    raftgate_cluster::tls::node_of_certificate(leaf.as_ref(), cluster)
+        .map_err(|e| format!("a node assertion needs a node certificate of this cluster: {e}"))
 }
 
 /// SHA-256 of the DER of the client certificate the TLS handshake verified.

@@ -33,6 +33,8 @@ use rand::RngCore;
 
 /// The metadata key requests and answers carry their sender's origin in.
 pub const ORIGIN_HEADER: &str = "x-raftgate-origin";
+/// The metadata key requests and answers carry their sender's cluster name in.
+pub const CLUSTER_HEADER: &str = "x-raftgate-cluster";
 const GENERATION_KEY: &[u8] = b"incarnation";
 const PEER_PREFIX: &[u8] = b"peer-incarnation/";
 /// Distinct refused origins logged (later ones only counted).
@@ -237,6 +239,58 @@ impl Incarnations {
     }
 }
 
+/// This node's cluster name, which every Raft request and answer carries:
+/// a node of another cluster (a config pointing at the wrong addresses) is
+/// refused before anything of it is recorded, with or without TLS.
+pub struct ClusterName {
+    name: String,
+    header: tonic::metadata::AsciiMetadataValue,
+    /// Peers already logged (at most [`MAX_LOGGED_REFUSALS`]).
+    logged: Mutex<std::collections::HashSet<NodeId>>,
+}
+
+/// A Raft message from another cluster.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForeignCluster {
+    #[error("node {node} is a node of cluster {theirs:?}, not of this node's cluster {ours:?}: check the addresses in the membership and node.cluster_name")]
+    Other { node: String, theirs: String, ours: String },
+    #[error("node {node} sent no cluster name (this node is in cluster {ours:?})")]
+    Missing { node: String, ours: String },
+}
+
+impl ClusterName {
+    pub fn new(name: &str) -> Result<Self, String> {
+        let header = name.parse().map_err(|_| format!("cluster name {name:?} is not valid metadata"))?;
+        Ok(Self { name: name.to_string(), header, logged: Mutex::default() })
+    }
+
+    /// This node's cluster as the value of [`CLUSTER_HEADER`].
+    pub fn header(&self) -> tonic::metadata::AsciiMetadataValue {
+        self.header.clone()
+    }
+
+    /// Accepts a message whose metadata names this cluster; `from` is the
+    /// sender as far as known (for the message). The first refusal per peer is logged.
+    pub fn check(&self, metadata: &tonic::metadata::MetadataMap, from: Option<NodeId>) -> Result<(), ForeignCluster> {
+        let theirs = metadata.get(CLUSTER_HEADER).map(|v| v.to_str().unwrap_or("(not ASCII)"));
+        if theirs == Some(self.name.as_str()) {
+            return Ok(());
+        }
+        let node = from.map_or_else(|| "(unknown)".to_string(), |n| n.to_string());
+        let ours = self.name.clone();
+        let e = match theirs {
+            Some(t) => ForeignCluster::Other { node, theirs: t.chars().take(64).collect(), ours },
+            None => ForeignCluster::Missing { node, ours },
+        };
+        let key = from.unwrap_or_default();
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.len() < MAX_LOGGED_REFUSALS && logged.insert(key) {
+            tracing::error!(peer = key, error = %e, "refusing a peer's Raft messages: another cluster");
+        }
+        Err(e)
+    }
+}
+
 enum Judgement {
     Current,
     Newer,
@@ -249,6 +303,22 @@ mod tests {
 
     async fn open(dir: &std::path::Path) -> SledKv {
         SledKv::open(dir, 1 << 20, raftgate_store::FlushMode::Blocking).unwrap()
+    }
+
+    #[test]
+    fn a_message_from_another_cluster_or_without_a_cluster_name_is_refused() {
+        let ours = ClusterName::new("prod").unwrap();
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(CLUSTER_HEADER, ours.header());
+        assert_eq!(ours.check(&md, Some(2)), Ok(()));
+        md.insert(CLUSTER_HEADER, "staging".parse().unwrap());
+        let e = ours.check(&md, Some(2)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("\"staging\"") && text.contains("\"prod\"") && text.contains("node 2"), "{text}");
+        // Logged once, refused every time.
+        assert!(ours.check(&md, Some(2)).is_err());
+        let e = ours.check(&tonic::metadata::MetadataMap::new(), None).unwrap_err();
+        assert!(matches!(e, ForeignCluster::Missing { .. }), "{e}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub mod incarnation;
 mod network;
 mod node;
 mod raft_service;
+pub mod tls;
+mod tls_io;
 mod view;
 
 pub use config::{RaftTimeouts, TimeoutError};
@@ -29,6 +31,8 @@ pub use network::{channel_to, endpoint_for, NetworkFactory};
 pub use node::{ClusterNode, Membership, NodeStatus, Role, StartError, Written};
 pub use raft_service::RaftService;
 pub use raftgate_store::{Applied, ApplyObserver};
+pub use tls::{ClusterTls, TlsFileError, TlsFiles};
+pub use tls_io::{accept_tls, RefusalLog, TLS_HANDSHAKE_TIMEOUT};
 pub use view::LeaderView;
 
 /// The openraft handle type of a Raftgate node.

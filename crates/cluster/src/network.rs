@@ -23,12 +23,12 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::env::Dialer;
-use crate::incarnation::{Incarnations, Origin, ORIGIN_HEADER};
+use crate::incarnation::{ClusterName, Incarnations, Origin, CLUSTER_HEADER, ORIGIN_HEADER};
 use crate::view::LeaderView;
 
 /// Largest gRPC message a node accepts or sends on the Raft transport.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 16 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,11 +54,17 @@ pub struct NetworkFactory {
     view: Arc<LeaderView>,
     dialer: Dialer,
     incarnations: Arc<Incarnations>,
+    cluster: Arc<ClusterName>,
 }
 
 impl NetworkFactory {
-    pub fn new(view: Arc<LeaderView>, dialer: Dialer, incarnations: Arc<Incarnations>) -> Self {
-        Self { view, dialer, incarnations }
+    pub fn new(
+        view: Arc<LeaderView>,
+        dialer: Dialer,
+        incarnations: Arc<Incarnations>,
+        cluster: Arc<ClusterName>,
+    ) -> Self {
+        Self { view, dialer, incarnations, cluster }
     }
 }
 
@@ -74,7 +80,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if let Err(e) = &client {
             tracing::warn!(target_node = target, addr = %node.raft_addr, error = %e, "invalid raft address");
         }
-        PeerClient { target, client, view: self.view.clone(), incarnations: self.incarnations.clone() }
+        PeerClient {
+            target,
+            client,
+            view: self.view.clone(),
+            incarnations: self.incarnations.clone(),
+            cluster: self.cluster.clone(),
+        }
     }
 }
 
@@ -84,6 +96,7 @@ pub struct PeerClient {
     client: Result<RaftClient<Channel>, String>,
     view: Arc<LeaderView>,
     incarnations: Arc<Incarnations>,
+    cluster: Arc<ClusterName>,
 }
 
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, NodeInfo, E>>;
@@ -96,10 +109,16 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("openraft messages serialize to JSON")
 }
 
-fn with_deadline<T>(msg: T, option: &RPCOption, origin: tonic::metadata::AsciiMetadataValue) -> tonic::Request<T> {
+fn with_deadline<T>(
+    msg: T,
+    option: &RPCOption,
+    origin: tonic::metadata::AsciiMetadataValue,
+    cluster: tonic::metadata::AsciiMetadataValue,
+) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(option.hard_ttl());
     req.metadata_mut().insert(ORIGIN_HEADER, origin);
+    req.metadata_mut().insert(CLUSTER_HEADER, cluster);
     req
 }
 
@@ -110,17 +129,20 @@ pub(crate) fn origin_of(metadata: &tonic::metadata::MetadataMap) -> Option<Origi
 
 impl PeerClient {
     fn request<T>(&self, msg: T, option: &RPCOption) -> tonic::Request<T> {
-        with_deadline(msg, option, self.incarnations.header())
+        with_deadline(msg, option, self.incarnations.header(), self.cluster.header())
     }
 
-    /// Passes an answer on only if it comes from the peer's current run of
-    /// its data dir; one from an old copy counts as unreachable (see
-    /// [`crate::incarnation`]).
+    /// Passes an answer on only if it comes from a node of this cluster and
+    /// from the peer's current run of its data dir; one from another cluster
+    /// or an old copy counts as unreachable (see [`crate::incarnation`]).
     async fn checked<E: std::error::Error>(
         &self,
         reply: Result<tonic::Response<pb::RaftReply>, tonic::Status>,
     ) -> RpcResult<Result<tonic::Response<pb::RaftReply>, tonic::Status>, E> {
         if let Ok(r) = &reply {
+            if let Err(e) = self.cluster.check(r.metadata(), Some(self.target)) {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.to_string()))));
+            }
             if let Err(e) = self.incarnations.check(origin_of(r.metadata()), Some(self.target)).await {
                 return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.to_string()))));
             }

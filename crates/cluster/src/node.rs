@@ -116,6 +116,7 @@ pub struct ClusterNode {
     sm: StateMachineStore<SledKv>,
     view: Arc<LeaderView>,
     incarnations: Arc<crate::incarnation::Incarnations>,
+    cluster: Arc<crate::incarnation::ClusterName>,
     timeouts: RaftTimeouts,
     env: NodeEnv,
     sealer: tokio::task::JoinHandle<()>,
@@ -168,11 +169,12 @@ impl ClusterNode {
         timeouts.validate().map_err(|e| StartError::Config(e.to_string()))?;
         let config =
             timeouts.openraft_config(cluster_name).validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let cluster = Arc::new(crate::incarnation::ClusterName::new(cluster_name).map_err(StartError::Config)?);
         let (log, sm) = raftgate_store::open(data_dir, STORE_CACHE_BYTES, env.flush).await?;
         let view = Arc::new(LeaderView::default());
         let incarnations =
             crate::incarnation::Incarnations::start(id, log.kv().clone()).await.map_err(StartError::Incarnation)?;
-        let network = NetworkFactory::new(view.clone(), env.dialer.clone(), incarnations.clone());
+        let network = NetworkFactory::new(view.clone(), env.dialer.clone(), incarnations.clone(), cluster.clone());
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -180,7 +182,7 @@ impl ClusterNode {
         spawn_apply_recorder(sm.subscribe(), view.clone());
         let sealer = spawn_sealer(log.clone());
         let elections = spawn_election_timer(raft.clone(), view.clone(), &timeouts);
-        Ok(Arc::new(Self { id, info, raft, log, sm, view, incarnations, timeouts, env, sealer, elections }))
+        Ok(Arc::new(Self { id, info, raft, log, sm, view, incarnations, cluster, timeouts, env, sealer, elections }))
     }
 
     pub fn id(&self) -> NodeId {
@@ -210,7 +212,7 @@ impl ClusterNode {
 
     /// The gRPC service peers use to reach this node's Raft.
     pub fn raft_service(&self) -> RaftService {
-        RaftService::new(self.raft.clone(), self.view.clone(), self.incarnations.clone())
+        RaftService::new(self.raft.clone(), self.view.clone(), self.incarnations.clone(), self.cluster.clone())
     }
 
     /// A copy of the current metrics (never hold the watch guard: it blocks Raft).

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::incarnation::{Incarnations, ORIGIN_HEADER};
+use crate::incarnation::{ClusterName, Incarnations, CLUSTER_HEADER, ORIGIN_HEADER};
 use crate::network::origin_of;
 use crate::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::view::LeaderView;
@@ -22,16 +22,20 @@ pub struct RaftService {
     raft: Raft,
     view: Arc<LeaderView>,
     incarnations: Arc<Incarnations>,
+    cluster: Arc<ClusterName>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, view: Arc<LeaderView>, incarnations: Arc<Incarnations>) -> Self {
-        Self { raft, view, incarnations }
+    pub fn new(raft: Raft, view: Arc<LeaderView>, incarnations: Arc<Incarnations>, cluster: Arc<ClusterName>) -> Self {
+        Self { raft, view, incarnations, cluster }
     }
 
-    /// Refuses a request from an old copy of a peer's data dir (see
-    /// [`crate::incarnation`]).
+    /// Refuses a request from another cluster, or from an old copy of a
+    /// peer's data dir (see [`crate::incarnation`]). The cluster is checked
+    /// first: another cluster's runs are never recorded.
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let sender = origin_of(request.metadata()).map(|o| o.node);
+        self.cluster.check(request.metadata(), sender).map_err(|e| Status::failed_precondition(e.to_string()))?;
         self.incarnations
             .check(origin_of(request.metadata()), None)
             .await
@@ -42,6 +46,7 @@ impl RaftService {
     fn reply<T: Serialize, E: Serialize>(&self, result: &Result<T, E>) -> Result<Response<pb::RaftReply>, Status> {
         let mut response = reply(result)?;
         response.metadata_mut().insert(ORIGIN_HEADER, self.incarnations.header());
+        response.metadata_mut().insert(CLUSTER_HEADER, self.cluster.header());
         Ok(response)
     }
 

@@ -9,6 +9,7 @@
 //! 2 for bad command-line usage.
 
 mod catalog;
+mod certs;
 mod governance;
 mod identity;
 mod objects;
@@ -254,6 +255,9 @@ enum Cmd {
         after_help = "Examples:\n  raftgatectl snapshot save backup.rgsnap\n  raftgatectl snapshot inspect backup.rgsnap"
     )]
     Snapshot(snapshot::SnapshotCmd),
+    /// Make a cluster CA and node and operator certificates (offline).
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
     /// Shell completion script on stdout.
     #[command(
         after_help = "Examples:\n  raftgatectl completions bash > /etc/bash_completion.d/raftgatectl\n  raftgatectl completions zsh > \"${fpath[1]}/_raftgatectl\""
@@ -414,6 +418,15 @@ fn main() -> ExitCode {
         // A closed pipe (`| head`) is not an error worth a message.
         let _ = std::io::stdout().write_all(&script);
         return ExitCode::SUCCESS;
+    }
+    if let Cmd::Certs(cmd) = &cli.command {
+        return certs::run(cmd).map_or_else(
+            |e| {
+                eprintln!("raftgatectl certs: {e}");
+                ExitCode::FAILURE
+            },
+            |()| ExitCode::SUCCESS,
+        );
     }
     if let Err(e) = configure(&mut cli) {
         eprintln!("raftgatectl: {e}");
@@ -655,7 +668,7 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         }
         Cmd::Catalog { unknown, limit } => catalog::catalog(&mut client, &out, *unknown, *limit).await?,
         Cmd::Diff { file, prune } => apply_config(&mut client, &out, file, *prune, true).await?,
-        Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Completions { .. } | Cmd::Certs(_) => unreachable!("handled before connecting"),
         Cmd::Snapshot(snapshot::SnapshotCmd::Save { file, .. }) => {
             snapshot::save(&mut client, file, !matches!(cli.output, Format::Table)).await?
         }

@@ -41,6 +41,41 @@ pub struct NodeConfig {
     pub edge: EdgeSection,
     /// Traffic anomaly detection per consumer.
     pub abuse: AbuseSection,
+    /// Mutual TLS between nodes (required unless `listen.raft` is loopback).
+    pub cluster_tls: Option<ClusterTlsSection>,
+}
+
+/// `[cluster_tls]`: this node's certificate for the Raft transport and for
+/// calls to other nodes' admin API, and the CA(s) peers must chain to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsSection {
+    /// This node's certificate chain (PEM); its SANs hold the URI
+    /// `spiffe://<node.cluster_name>/node/<node.id>` and the names of its
+    /// advertised addresses.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA certificates (PEM) peers' certificates must chain to; several
+    /// during a CA rotation.
+    pub ca_file: PathBuf,
+    /// How often the three files are checked for changes.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_reload_interval_ms() -> u64 {
+    raftgate_cluster::tls::DEFAULT_RELOAD_INTERVAL_MS
+}
+
+impl ClusterTlsSection {
+    pub fn files(&self) -> raftgate_cluster::TlsFiles {
+        raftgate_cluster::TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            ca_file: self.ca_file.clone(),
+            reload_interval_ms: self.reload_interval_ms,
+        }
+    }
 }
 
 /// `[abuse]`.
@@ -498,6 +533,30 @@ impl NodeConfig {
             raftgate_model::identity::SecretRef::parse(r).map_err(|e| field("admin.bootstrap_token", e.message))?;
         }
         Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn validate_cluster_tls(&self) -> Result<(), ConfigError> {
+        let loopback = self.listen.raft.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        match &self.cluster_tls {
+            None if !loopback => Err(field(
+                "cluster_tls",
+                "is required when listen.raft is not loopback: Raft traffic between nodes must be mutually authenticated",
+            )),
+            None => Ok(()),
+            Some(t) => {
+                if !(1_000..=3_600_000).contains(&t.reload_interval_ms) {
+                    return Err(field("cluster_tls.reload_interval_ms", "must be between 1000 and 3600000"));
+                }
+                for (name, path) in [("cert_file", &t.cert_file), ("key_file", &t.key_file), ("ca_file", &t.ca_file)] {
+                    if path.as_os_str().is_empty() {
+                        return Err(field(format!("cluster_tls.{name}"), "must not be empty"));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -1075,6 +1134,7 @@ impl NodeConfig {
         self.validate_identity()?;
         self.traffic.validate()?;
         self.validate_admin()?;
+        self.validate_cluster_tls()?;
         self.node_info().validate().map_err(|e| match e {
             raftgate_model::NodeInfoError::Region(_) => field("node.region", e.to_string()),
             raftgate_model::NodeInfoError::Address { field: f, .. } => {
@@ -1210,6 +1270,21 @@ auth = "none"
 
         let bad_token = with_secret.replace("auth = \"required\"", "auth = \"required\"\nbootstrap_token = \"plain\"");
         assert!(load(&bad_token).unwrap_err().contains("admin.bootstrap_token"));
+    }
+
+    #[test]
+    fn cluster_tls_is_required_off_loopback_and_its_interval_is_bounded() {
+        let off_loopback = GOOD.replace("raft = \"127.0.0.1:7101\"", "raft = \"0.0.0.0:7101\"")
+            + "\n[advertise]\nraft = \"127.0.0.1:7101\"\n";
+        let err = load(&off_loopback).unwrap_err();
+        assert!(err.contains("cluster_tls") && err.contains("loopback"), "{err}");
+        let tls = "\n[cluster_tls]\ncert_file = \"n.crt\"\nkey_file = \"n.key\"\nca_file = \"ca.pem\"\n";
+        let c = load(&format!("{off_loopback}{tls}")).unwrap();
+        assert_eq!(c.cluster_tls.unwrap().reload_interval_ms, 10_000);
+        let err = load(&format!("{GOOD}{tls}reload_interval_ms = 10\n")).unwrap_err();
+        assert!(err.contains("cluster_tls.reload_interval_ms"), "{err}");
+        let err = load(&format!("{GOOD}{tls}crl_file = \"x\"\n")).unwrap_err();
+        assert!(err.contains("crl_file"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftgate_admin::{AdminService, AuthSettings, Forwarder};
-use raftgate_cluster::{ApplyObserver, ClusterError, ClusterNode, NodeEnv, StartError};
+use raftgate_cluster::{ApplyObserver, ClusterError, ClusterNode, ClusterTls, NodeEnv, StartError};
 use raftgate_identity::apikey::KeyHasher;
 use raftgate_model::{Command, State};
 use raftgate_proxy::tls::{TlsError, TlsSource};
@@ -41,6 +41,8 @@ pub enum NodeError {
     Tls(TlsError),
     #[error("{0}")]
     AdminTls(String),
+    #[error("{0}")]
+    ClusterTls(String),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{listener} listener failed: {message}")]
@@ -98,7 +100,13 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         Some(addr) => Some(bind("listen.metrics", addr).await?),
         None => None,
     };
-    let node = start_node(&config, NodeEnv::default()).await?;
+    // Checked before anything is written to the data dir.
+    let cluster_tls = load_cluster_tls(&config)?;
+    let mut env = NodeEnv::default();
+    if let Some(tls) = &cluster_tls {
+        env.dialer = tls.raft_dialer();
+    }
+    let node = start_node(&config, env).await?;
 
     let gateway = build_data_plane(&config, &node, None)?;
     let follower = tokio::spawn(follow_state(node.clone(), gateway.clone(), https.as_ref().map(|(_, t)| t.clone())));
@@ -123,15 +131,17 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
         // The data plane drains beside the admin API, before Raft stops.
         let _ = stop_tx.send(true);
     };
-    let result = serve_node(
-        node,
-        &config,
-        Some(&gateway),
-        TcpListenerStream::new(raft_listener),
-        TcpListenerStream::new(admin_listener),
-        shutdown,
-    )
-    .await;
+    let admin_incoming = TcpListenerStream::new(admin_listener);
+    let result = match &cluster_tls {
+        Some(tls) => {
+            let raft_incoming = tls.accept(raft_listener);
+            serve(node, &config, Some(&gateway), Some(tls), raft_incoming, admin_incoming, shutdown).await
+        }
+        None => {
+            let raft_incoming = TcpListenerStream::new(raft_listener);
+            serve(node, &config, Some(&gateway), None, raft_incoming, admin_incoming, shutdown).await
+        }
+    };
     let _ = stop_tx.send(true);
     while data_plane.join_next().await.is_some() {}
     // Every request has finished: send the spans still queued (bounded by
@@ -470,6 +480,25 @@ pub async fn follow_state(node: Arc<ClusterNode>, gateway: Arc<Gateway>, tls: Op
     }
 }
 
+/// This node's cluster TLS from `[cluster_tls]`, checked completely (None
+/// without the section: plaintext Raft, which validation allows on loopback only).
+pub fn load_cluster_tls(config: &NodeConfig) -> Result<Option<Arc<ClusterTls>>, NodeError> {
+    let Some(section) = &config.cluster_tls else {
+        tracing::warn!(addr = %config.listen.raft, "Raft transport is plaintext (loopback only); configure cluster_tls outside development");
+        return Ok(None);
+    };
+    let tls = ClusterTls::load(section.files(), &config.node.cluster_name, config.node.id)
+        .map_err(|e| NodeError::ClusterTls(e.to_string()))?;
+    tracing::info!(
+        addr = %config.listen.raft,
+        cluster = %config.node.cluster_name,
+        not_after = %tls.not_after(),
+        reload_interval_ms = section.reload_interval_ms,
+        "Raft transport on mutual TLS: peers must present a node certificate of this cluster"
+    );
+    Ok(Some(tls))
+}
+
 /// Creates the data dir and starts consensus; the node serves nothing yet.
 pub async fn start_node(config: &NodeConfig, env: NodeEnv) -> Result<Arc<ClusterNode>, NodeError> {
     let data_dir = &config.node.data_dir;
@@ -488,8 +517,9 @@ pub async fn start_node(config: &NodeConfig, env: NodeEnv) -> Result<Arc<Cluster
 }
 
 /// Serves the Raft and admin APIs of a started node on the given incoming
-/// connections, bootstraps if configured, and stops in order when `shutdown`
-/// completes or a listener fails.
+/// connections (plaintext Raft: the simulation; [`run_node`] serves
+/// `cluster_tls`), bootstraps if configured, and stops in order when
+/// `shutdown` completes or a listener fails.
 pub async fn serve_node<RI, AI, IO, IE>(
     node: Arc<ClusterNode>,
     config: &NodeConfig,
@@ -505,15 +535,49 @@ where
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    if config.cluster_tls.is_some() {
+        return Err(NodeError::ClusterTls("cluster_tls: serve_node serves plaintext Raft; run_node serves TLS".into()));
+    }
+    serve(node, config, data_plane, None, raft_incoming, admin_incoming, shutdown).await
+}
+
+async fn serve<RI, RIO, RIE, AI, AIO, AIE>(
+    node: Arc<ClusterNode>,
+    config: &NodeConfig,
+    data_plane: Option<&Arc<Gateway>>,
+    cluster_tls: Option<&Arc<ClusterTls>>,
+    raft_incoming: RI,
+    admin_incoming: AI,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError>
+where
+    RI: Stream<Item = Result<RIO, RIE>> + Send + 'static,
+    RIO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    RIO::ConnectInfo: Clone + Send + Sync + 'static,
+    RIE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    AI: Stream<Item = Result<AIO, AIE>> + Send + 'static,
+    AIO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    AIO::ConnectInfo: Clone + Send + Sync + 'static,
+    AIE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
     let id = config.node.id;
+    let admin_tls = match &config.admin.tls {
+        Some(t) => Some(AdminTlsFiles::load(t)?),
+        None => None,
+    };
     let auth = AuthSettings {
         required: config.admin.auth == AdminAuth::Required,
         bootstrap_token: config.bootstrap_token()?,
         secret: config.key_hash_secret()?.0,
-    };
-    let admin_tls = match &config.admin.tls {
-        Some(t) => Some(AdminTlsFiles::load(t)?),
-        None => None,
+        // Node assertions need a node certificate where one can be shown.
+        node_cert_cluster: match (cluster_tls, &admin_tls) {
+            (Some(t), Some(_)) => Some(t.cluster().to_string()),
+            (Some(_), None) => {
+                tracing::warn!("cluster_tls without admin.tls: requests nodes forward on the plaintext admin API are authenticated by the cluster secret only");
+                None
+            }
+            (None, _) => None,
+        },
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let raft_server = server_builder()
@@ -521,11 +585,24 @@ where
         .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
     let (mut admin, denials) = AdminService::new(node.clone(), auth);
     admin = admin.with_staleness(config.max_staleness_ms(), config.identity.max_one_way_delay_ms);
-    if let Some(tls) = &admin_tls {
-        admin = admin.with_admin_dialer(tls.dialer());
+    match (&admin_tls, cluster_tls) {
+        (Some(tls), None) => admin = admin.with_admin_dialer(tls.dialer()),
+        (Some(tls), Some(cluster)) => {
+            let client = cluster
+                .client_config_trusting(&tls.ca)
+                .map_err(|e| NodeError::AdminTls(format!("admin.tls.ca_file: {e}")))?;
+            admin = admin.with_admin_dialer(cluster.dialer_with(client));
+        }
+        // Not the Raft dialer: the admin API is plaintext.
+        (None, Some(_)) => admin = admin.with_admin_dialer(raftgate_cluster::Dialer::tcp()),
+        (None, None) => {}
     }
+
     let link = admin.link();
     let mut background = tokio::task::JoinSet::new();
+    if let Some(cluster) = cluster_tls {
+        background.spawn(cluster.clone().run_reloader());
+    }
     // Without authentication nothing is refused, so nothing needs recording
     // (and the simulation keeps the task set it replays deterministically).
     if config.admin.auth == AdminAuth::Required {
@@ -564,7 +641,7 @@ where
     let mut admin_builder = server_builder();
     if let Some(tls) = &admin_tls {
         admin_builder = admin_builder
-            .tls_config(tls.server_config())
+            .tls_config(tls.server_config(cluster_tls.map(|c| c.ca_pem())))
             .map_err(|e| NodeError::AdminTls(format!("admin.tls: {e}")))?;
     }
     let admin_server = admin_builder
@@ -652,12 +729,19 @@ impl AdminTlsFiles {
         })
     }
 
-    /// Clients may present a certificate signed by the CA; token callers need none.
-    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+    /// Clients may present a certificate signed by the CA (or, with
+    /// `cluster_tls`, by the cluster CA in service at start: nodes calling
+    /// each other); token callers need none.
+    fn server_config(&self, cluster_ca: Option<Vec<u8>>) -> tonic::transport::ServerTlsConfig {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut roots = self.ca.clone();
+        if let Some(ca) = cluster_ca {
+            roots.push(b'\n');
+            roots.extend_from_slice(&ca);
+        }
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
+            .client_ca_root(Certificate::from_pem(roots))
             .client_auth_optional(true)
     }
 
