@@ -468,6 +468,10 @@ pub struct Route {
     /// account, with a temporary lockout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<crate::edge::LoginProtection>,
+    /// A GraphQL endpoint: each operation parsed and bounded (depth,
+    /// aliases, fields, cost, introspection) before it is forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<crate::graphql::GraphqlPolicy>,
 }
 
 /// Largest request schema document.
@@ -737,6 +741,9 @@ impl Route {
         }
         if let Some(l) = &self.login {
             l.validate("login")?;
+        }
+        if let Some(g) = &self.graphql {
+            g.validate("graphql")?;
         }
         Ok(())
     }

@@ -19,6 +19,9 @@
 //! | `consumer`, `auth` | the authenticated consumer and how (`jwt`, `api_key`, `mtls`) |
 //! | `error` | the gateway's error code when it answered itself |
 //! | `user_agent`, `referer` | those headers, at most 256 bytes |
+//! | `bytes_in` | the request's `Content-Length`, when it has one |
+//! | `graphql_operation` | on a GraphQL route, the admitted operation's name (`-`: anonymous; at most 128 bytes of GraphQL name characters) |
+//! | `graphql_type` | on a GraphQL route, `query`, `mutation` or `subscription` |
 //!
 //! Never logged: `Authorization`, cookies, API-key headers, request or
 //! response bodies. Sampling keeps `sample_rate` of the requests, plus
@@ -31,7 +34,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use rand::RngCore;
 
 /// Every field, in the order of the table above.
-pub const FIELDS: [&str; 20] = [
+pub const FIELDS: [&str; 22] = [
     "request_id",
     "trace_id",
     "span_id",
@@ -52,6 +55,8 @@ pub const FIELDS: [&str; 20] = [
     "user_agent",
     "referer",
     "bytes_in",
+    "graphql_operation",
+    "graphql_type",
 ];
 const MAX_PATH_BYTES: usize = 1_024;
 const MAX_QUERY_BYTES: usize = 1_024;
@@ -199,6 +204,8 @@ pub struct Seen {
     pub error: Option<&'static str>,
     /// A login route's attempt, counted when the answer is known.
     pub login: Option<crate::abuse::LoginAttempt>,
+    /// The operation a GraphQL route admitted.
+    pub graphql: Option<raftgate_graphql::Operation>,
 }
 
 impl AccessLogPolicy {
@@ -279,6 +286,8 @@ impl AccessLogPolicy {
             user_agent = text(&facts.user_agent, MAX_HEADER_FIELD_BYTES).filter(|_| keep("user_agent")),
             referer = text(&facts.referer, MAX_HEADER_FIELD_BYTES).filter(|_| keep("referer")),
             bytes_in = facts.bytes_in.filter(|_| keep("bytes_in")),
+            graphql_operation = seen.graphql.as_ref().filter(|_| keep("graphql_operation")).map(crate::graphql::log_name),
+            graphql_type = seen.graphql.as_ref().filter(|_| keep("graphql_type")).map(|o| o.kind.as_str()),
             "request"
         );
     }
@@ -355,6 +364,8 @@ mod tests {
     #[test]
     fn unknown_field_names_are_refused_by_name() {
         assert!(FieldSet::parse(["client_ip", "user_agent"]).unwrap().has("client_ip"));
+        let graphql = FieldSet::parse(["graphql_operation", "graphql_type"]).unwrap();
+        assert!(graphql.has("graphql_operation") && graphql.has("graphql_type") && !graphql.has("route"));
         let err = FieldSet::parse(["clientip"]).unwrap_err();
         assert!(err.contains("\"clientip\"") && err.contains("client_ip"), "{err}");
     }

@@ -26,6 +26,7 @@
 //! | 403 | `request_blocked` | the WAF found an attack in the request (route in `block` mode) |
 //! | 403 | `cors_rejected` | a CORS preflight for an origin, method or header the route does not allow |
 //! | 429 | `login_locked` | too many failed logins from this address or for this account (`Retry-After`) |
+//! | 400 | `graphql_*` | a GraphQL route refused the operation (`graphql_depth_limit`, `graphql_cost_limit`, …; see docs/graphql.md); the body is GraphQL-shaped: `{"errors":[{"message":"…","extensions":{"code":"GRAPHQL_DEPTH_LIMIT","request_id":"…"}}]}` |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 
 use bytes::Bytes;
@@ -66,6 +67,8 @@ pub enum GatewayError {
     CorsRejected,
     /// 429: a login lockout, with the seconds left.
     LoginLocked(u64),
+    /// 400: a GraphQL route's guard refused the operation (GraphQL-shaped body).
+    GraphqlRejected(raftgate_graphql::Rejection),
 }
 
 impl GatewayError {
@@ -88,6 +91,7 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::RouteMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::LoginLocked(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::GraphqlRejected(_) => StatusCode::BAD_REQUEST,
             GatewayError::IpForbidden | GatewayError::RequestBlocked | GatewayError::CorsRejected => {
                 StatusCode::FORBIDDEN
             }
@@ -118,6 +122,7 @@ impl GatewayError {
             GatewayError::RequestBlocked => "request_blocked",
             GatewayError::CorsRejected => "cors_rejected",
             GatewayError::LoginLocked(_) => "login_locked",
+            GatewayError::GraphqlRejected(r) => r.gateway_code(),
         }
     }
 
@@ -147,6 +152,7 @@ impl GatewayError {
             GatewayError::RequestBlocked => "the request was blocked by the gateway's filters",
             GatewayError::CorsRejected => "this cross-origin request is not allowed",
             GatewayError::LoginLocked(_) => "too many failed logins; retry after the time given",
+            GatewayError::GraphqlRejected(r) => r.message(),
         }
     }
 
@@ -156,9 +162,15 @@ impl GatewayError {
             GatewayError::InvalidBody(detail) => detail.as_str(),
             _ => self.message(),
         };
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": message, "request_id": request_id }
-        });
+        let body = match self {
+            // GraphQL clients read `errors`, as the GraphQL spec shapes a response.
+            GatewayError::GraphqlRejected(r) => serde_json::json!({
+                "errors": [{ "message": message, "extensions": { "code": r.code(), "request_id": request_id } }]
+            }),
+            _ => serde_json::json!({
+                "error": { "code": self.code(), "message": message, "request_id": request_id }
+            }),
+        };
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();

@@ -12,6 +12,7 @@
 //! - [`error`]: the responses the gateway generates.
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
+//! - [`graphql`]: GraphQL routes: the operation measured and bounded before the limits.
 
 pub mod abuse;
 pub mod access_log;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod forwarded;
 pub mod framing;
 pub mod gateway;
+pub mod graphql;
 pub mod health;
 pub mod jwks;
 pub mod metrics;
