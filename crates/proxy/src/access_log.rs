@@ -370,6 +370,79 @@ mod tests {
         assert!(err.contains("\"clientip\"") && err.contains("client_ip"), "{err}");
     }
 
+    /// Collects the fields of every event, as a tracing subscriber.
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Fields<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_string(), format!("{v:?}")));
+                }
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    self.0.push((f.name().to_string(), v.to_string()));
+                }
+            }
+            event.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn logged(policy: &AccessLogPolicy, seen: &Seen) -> Vec<(String, String)> {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tracing::subscriber::with_default(Capture(lines.clone()), || {
+            let uri: Uri = "/graphql".parse().unwrap();
+            let ip: IpAddr = "192.0.2.1".parse().unwrap();
+            let facts = policy.facts(&HeaderMap::new(), &Method::POST, &uri, Version::HTTP_11, || ip).unwrap();
+            policy.emit(facts, "rid", None, false, StatusCode::OK, Duration::from_millis(1), seen);
+        });
+        let out = lines.lock().unwrap().clone();
+        out
+    }
+
+    #[test]
+    fn a_graphql_operation_is_logged_by_name_and_type_unless_dropped() {
+        let seen = Seen {
+            graphql: Some(raftgate_graphql::Operation {
+                name: Some("SearchProducts".into()),
+                kind: raftgate_graphql::OperationType::Mutation,
+                depth: 2,
+                fields: 3,
+                aliases: 0,
+                cost: 4,
+            }),
+            ..Seen::default()
+        };
+        let policy = AccessLogPolicy::default();
+        let fields = logged(&policy, &seen);
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("graphql_operation"), Some("SearchProducts"));
+        assert_eq!(get("graphql_type"), Some("mutation"));
+        let anonymous = Seen {
+            graphql: seen.graphql.clone().map(|o| raftgate_graphql::Operation { name: None, ..o }),
+            ..Seen::default()
+        };
+        assert!(logged(&policy, &anonymous).contains(&("graphql_operation".into(), "-".into())));
+        let dropped = AccessLogPolicy { dropped: FieldSet::parse(["graphql_operation"]).unwrap(), ..policy };
+        let fields = logged(&dropped, &seen);
+        assert!(!fields.iter().any(|(k, _)| k == "graphql_operation"), "{fields:?}");
+        assert!(fields.iter().any(|(k, _)| k == "graphql_type"));
+        assert!(
+            !logged(&dropped, &Seen::default()).iter().any(|(k, _)| k.starts_with("graphql")),
+            "not a GraphQL route"
+        );
+    }
+
     #[test]
     fn long_fields_are_cut_on_a_character_boundary() {
         let s = "é".repeat(600);

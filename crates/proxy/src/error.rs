@@ -212,3 +212,26 @@ impl GatewayError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_graphql_rejection_answers_400_with_a_graphql_shaped_body() {
+        let e = GatewayError::GraphqlRejected(raftgate_graphql::Rejection::CostLimit);
+        assert_eq!(e.code(), "graphql_cost_limit");
+        let resp = e.response("rid-1");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        assert!(resp.headers().get(CONNECTION).is_none(), "the connection stays open");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errors": [{"message": raftgate_graphql::Rejection::CostLimit.message(),
+                "extensions": {"code": "GRAPHQL_COST_LIMIT", "request_id": "rid-1"}}]})
+        );
+    }
+}
