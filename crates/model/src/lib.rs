@@ -16,6 +16,7 @@ mod command;
 pub mod consumer;
 pub mod edge;
 pub mod governance;
+pub mod graphql;
 pub mod identity;
 mod node;
 pub mod path;

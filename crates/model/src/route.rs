@@ -472,6 +472,10 @@ pub struct Route {
     /// edits, each way (see `docs/transform.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<crate::transform::TransformPolicy>,
+    /// A GraphQL endpoint: each operation parsed and bounded (depth,
+    /// aliases, fields, cost, introspection) before it is forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<crate::graphql::GraphqlPolicy>,
 }
 
 /// Largest request schema document.
@@ -744,6 +748,9 @@ impl Route {
         }
         if let Some(t) = &self.transform {
             t.validate("transform")?;
+        }
+        if let Some(g) = &self.graphql {
+            g.validate("graphql")?;
         }
         Ok(())
     }

@@ -56,11 +56,20 @@ pub enum KeyPart {
     Route,
     /// A request header's value (missing: the empty value).
     Header(String),
+    /// The GraphQL operation's name on a GraphQL route (`-`: anonymous, or
+    /// not a GraphQL route).
+    GraphqlOperation,
+    /// The GraphQL operation's type: `query`, `mutation` or `subscription`
+    /// (`-`: not a GraphQL route).
+    GraphqlType,
 }
 
 fn validate_key(field: &str, key: &[KeyPart]) -> Result<(), FieldError> {
     if key.is_empty() || key.len() > 4 {
-        return Err(field_err(field, "name 1 to 4 key parts (consumer, client_ip, route, {header: NAME})"));
+        return Err(field_err(
+            field,
+            "name 1 to 4 key parts (consumer, client_ip, route, {header: NAME}, graphql_operation, graphql_type)",
+        ));
     }
     for (i, p) in key.iter().enumerate() {
         if let KeyPart::Header(h) = p {

@@ -19,6 +19,9 @@
 //! | `consumer`, `auth` | the authenticated consumer and how (`jwt`, `api_key`, `mtls`) |
 //! | `error` | the gateway's error code when it answered itself |
 //! | `user_agent`, `referer` | those headers, at most 256 bytes |
+//! | `bytes_in` | the request's `Content-Length`, when it has one |
+//! | `graphql_operation` | on a GraphQL route, the admitted operation's name (`-`: anonymous; at most 128 bytes of GraphQL name characters) |
+//! | `graphql_type` | on a GraphQL route, `query`, `mutation` or `subscription` |
 //!
 //! Never logged: `Authorization`, cookies, API-key headers, request or
 //! response bodies. Sampling keeps `sample_rate` of the requests, plus
@@ -31,7 +34,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use rand::RngCore;
 
 /// Every field, in the order of the table above.
-pub const FIELDS: [&str; 20] = [
+pub const FIELDS: [&str; 22] = [
     "request_id",
     "trace_id",
     "span_id",
@@ -52,6 +55,8 @@ pub const FIELDS: [&str; 20] = [
     "user_agent",
     "referer",
     "bytes_in",
+    "graphql_operation",
+    "graphql_type",
 ];
 const MAX_PATH_BYTES: usize = 1_024;
 const MAX_QUERY_BYTES: usize = 1_024;
@@ -199,6 +204,8 @@ pub struct Seen {
     pub error: Option<&'static str>,
     /// A login route's attempt, counted when the answer is known.
     pub login: Option<crate::abuse::LoginAttempt>,
+    /// The operation a GraphQL route admitted.
+    pub graphql: Option<raftgate_graphql::Operation>,
 }
 
 impl AccessLogPolicy {
@@ -279,6 +286,8 @@ impl AccessLogPolicy {
             user_agent = text(&facts.user_agent, MAX_HEADER_FIELD_BYTES).filter(|_| keep("user_agent")),
             referer = text(&facts.referer, MAX_HEADER_FIELD_BYTES).filter(|_| keep("referer")),
             bytes_in = facts.bytes_in.filter(|_| keep("bytes_in")),
+            graphql_operation = seen.graphql.as_ref().filter(|_| keep("graphql_operation")).map(crate::graphql::log_name),
+            graphql_type = seen.graphql.as_ref().filter(|_| keep("graphql_type")).map(|o| o.kind.as_str()),
             "request"
         );
     }
@@ -355,8 +364,83 @@ mod tests {
     #[test]
     fn unknown_field_names_are_refused_by_name() {
         assert!(FieldSet::parse(["client_ip", "user_agent"]).unwrap().has("client_ip"));
+        let graphql = FieldSet::parse(["graphql_operation", "graphql_type"]).unwrap();
+        assert!(graphql.has("graphql_operation") && graphql.has("graphql_type") && !graphql.has("route"));
         let err = FieldSet::parse(["clientip"]).unwrap_err();
         assert!(err.contains("\"clientip\"") && err.contains("client_ip"), "{err}");
+    }
+
+    /// Collects the fields of every event, as a tracing subscriber.
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Fields<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_string(), format!("{v:?}")));
+                }
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    self.0.push((f.name().to_string(), v.to_string()));
+                }
+            }
+            event.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn logged(policy: &AccessLogPolicy, seen: &Seen) -> Vec<(String, String)> {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tracing::subscriber::with_default(Capture(lines.clone()), || {
+            let uri: Uri = "/graphql".parse().unwrap();
+            let ip: IpAddr = "192.0.2.1".parse().unwrap();
+            let facts = policy.facts(&HeaderMap::new(), &Method::POST, &uri, Version::HTTP_11, || ip).unwrap();
+            policy.emit(facts, "rid", None, false, StatusCode::OK, Duration::from_millis(1), seen);
+        });
+        let out = lines.lock().unwrap().clone();
+        out
+    }
+
+    #[test]
+    fn a_graphql_operation_is_logged_by_name_and_type_unless_dropped() {
+        let seen = Seen {
+            graphql: Some(raftgate_graphql::Operation {
+                name: Some("SearchProducts".into()),
+                kind: raftgate_graphql::OperationType::Mutation,
+                depth: 2,
+                fields: 3,
+                aliases: 0,
+                cost: 4,
+            }),
+            ..Seen::default()
+        };
+        let policy = AccessLogPolicy::default();
+        let fields = logged(&policy, &seen);
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("graphql_operation"), Some("SearchProducts"));
+        assert_eq!(get("graphql_type"), Some("mutation"));
+        let anonymous = Seen {
+            graphql: seen.graphql.clone().map(|o| raftgate_graphql::Operation { name: None, ..o }),
+            ..Seen::default()
+        };
+        assert!(logged(&policy, &anonymous).contains(&("graphql_operation".into(), "-".into())));
+        let dropped = AccessLogPolicy { dropped: FieldSet::parse(["graphql_operation"]).unwrap(), ..policy };
+        let fields = logged(&dropped, &seen);
+        assert!(!fields.iter().any(|(k, _)| k == "graphql_operation"), "{fields:?}");
+        assert!(fields.iter().any(|(k, _)| k == "graphql_type"));
+        assert!(
+            !logged(&dropped, &Seen::default()).iter().any(|(k, _)| k.starts_with("graphql")),
+            "not a GraphQL route"
+        );
     }
 
     #[test]

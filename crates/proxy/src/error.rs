@@ -26,6 +26,7 @@
 //! | 403 | `request_blocked` | the WAF found an attack in the request (route in `block` mode) |
 //! | 403 | `cors_rejected` | a CORS preflight for an origin, method or header the route does not allow |
 //! | 429 | `login_locked` | too many failed logins from this address or for this account (`Retry-After`) |
+//! | 400 | `graphql_*` | a GraphQL route refused the operation (`graphql_depth_limit`, `graphql_cost_limit`, …; see docs/graphql.md); the body is GraphQL-shaped: `{"errors":[{"message":"…","extensions":{"code":"GRAPHQL_DEPTH_LIMIT","request_id":"…"}}]}` |
 //! | 503 | `stale_state` | an authenticated route while this node's view of the cluster is older than the staleness bound (`Retry-After: 1`) |
 //! | 400 | `invalid_json` | a route that transforms request bodies got one that is not JSON (syntax, a key twice, nested deeper than 64) |
 //! | 400 | `json_not_xml_mappable` | valid JSON the XML mapping cannot express (a key that is not an XML name, an array in an array, a top-level array…) |
@@ -81,6 +82,8 @@ pub enum GatewayError {
     UpstreamInvalidXml,
     UpstreamInvalidJson,
     UpstreamBodyTooLarge,
+    /// 400: a GraphQL route's guard refused the operation (GraphQL-shaped body).
+    GraphqlRejected(raftgate_graphql::Rejection),
 }
 
 impl GatewayError {
@@ -103,6 +106,7 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::RouteMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::LoginLocked(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::GraphqlRejected(_) => StatusCode::BAD_REQUEST,
             GatewayError::IpForbidden | GatewayError::RequestBlocked | GatewayError::CorsRejected => {
                 StatusCode::FORBIDDEN
             }
@@ -146,6 +150,7 @@ impl GatewayError {
             GatewayError::UpstreamInvalidXml => "upstream_invalid_xml",
             GatewayError::UpstreamInvalidJson => "upstream_invalid_json",
             GatewayError::UpstreamBodyTooLarge => "upstream_body_too_large",
+            GatewayError::GraphqlRejected(r) => r.gateway_code(),
         }
     }
 
@@ -182,6 +187,7 @@ impl GatewayError {
             GatewayError::UpstreamInvalidXml => "the upstream answered with a body that is not valid XML",
             GatewayError::UpstreamInvalidJson => "the upstream answered with a body that is not valid JSON",
             GatewayError::UpstreamBodyTooLarge => "the upstream's answer is larger than this route transforms",
+            GatewayError::GraphqlRejected(r) => r.message(),
         }
     }
 
@@ -191,9 +197,15 @@ impl GatewayError {
             GatewayError::InvalidBody(detail) => detail.as_str(),
             _ => self.message(),
         };
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": message, "request_id": request_id }
-        });
+        let body = match self {
+            // GraphQL clients read `errors`, as the GraphQL spec shapes a response.
+            GatewayError::GraphqlRejected(r) => serde_json::json!({
+                "errors": [{ "message": message, "extensions": { "code": r.code(), "request_id": request_id } }]
+            }),
+            _ => serde_json::json!({
+                "error": { "code": self.code(), "message": message, "request_id": request_id }
+            }),
+        };
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
@@ -233,5 +245,28 @@ impl GatewayError {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_graphql_rejection_answers_400_with_a_graphql_shaped_body() {
+        let e = GatewayError::GraphqlRejected(raftgate_graphql::Rejection::CostLimit);
+        assert_eq!(e.code(), "graphql_cost_limit");
+        let resp = e.response("rid-1");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        assert!(resp.headers().get(CONNECTION).is_none(), "the connection stays open");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errors": [{"message": raftgate_graphql::Rejection::CostLimit.message(),
+                "extensions": {"code": "GRAPHQL_COST_LIMIT", "request_id": "rid-1"}}]})
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! - [`tls`]: certificates, SNI, client certificates and reload.
 //! - [`catalog`]: requests per route, and paths no route knows.
 //! - [`transform`]: JSON ⇄ XML and JSON field edits on bodies.
+//! - [`graphql`]: GraphQL routes: the operation measured and bounded before the limits.
 
 pub mod abuse;
 pub mod access_log;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod forwarded;
 pub mod framing;
 pub mod gateway;
+pub mod graphql;
 pub mod health;
 pub mod jwks;
 pub mod metrics;

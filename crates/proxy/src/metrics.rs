@@ -114,6 +114,92 @@ pub struct RouteMetrics {
     limits: [[AtomicU64; 2]; 2],
     /// WAF findings: category × [blocked, logged].
     waf: [[AtomicU64; 2]; 4],
+    /// Operations of a GraphQL route.
+    pub graphql: GraphqlMetrics,
+}
+
+/// Most operation names one route counts by name; further names count as
+/// [`OTHER_OPERATIONS`], so the series stay bounded whatever clients send.
+pub const MAX_GRAPHQL_NAMES_PER_ROUTE: usize = 64;
+/// The name label of operations beyond [`MAX_GRAPHQL_NAMES_PER_ROUTE`]
+/// (parentheses: no GraphQL name can take it).
+pub const OTHER_OPERATIONS: &str = "(other)";
+/// The name label of anonymous operations.
+pub const ANONYMOUS_OPERATION: &str = "(anonymous)";
+
+/// One GraphQL route's operations: by type, by name (the first
+/// [`MAX_GRAPHQL_NAMES_PER_ROUTE`] names seen) and refusals by code.
+#[derive(Debug, Default)]
+pub struct GraphqlMetrics {
+    by_type: [AtomicU64; raftgate_graphql::OperationType::ALL.len()],
+    /// Names seen so far, each with its count; only grows, up to the cap.
+    /// Read-locked on every operation, write-locked to add a name.
+    names: std::sync::RwLock<Vec<(Box<str>, AtomicU64)>>,
+    anonymous: AtomicU64,
+    other: AtomicU64,
+    rejected: [AtomicU64; raftgate_graphql::Rejection::ALL.len()],
+}
+
+impl GraphqlMetrics {
+    pub fn record(&self, op: &raftgate_graphql::Operation) {
+        self.by_type[op.kind.index()].fetch_add(1, Relaxed);
+        let Some(name) = op.name.as_deref() else {
+            self.anonymous.fetch_add(1, Relaxed);
+            return;
+        };
+        {
+            let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, n)) = names.iter().find(|(k, _)| &**k == name) {
+                n.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = names.iter().find(|(k, _)| &**k == name) {
+            n.fetch_add(1, Relaxed);
+        } else if names.len() < MAX_GRAPHQL_NAMES_PER_ROUTE {
+            names.push((name.into(), AtomicU64::new(1)));
+        } else {
+            self.other.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn record_rejection(&self, r: raftgate_graphql::Rejection) {
+        self.rejected[r.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Operations of this type so far.
+    pub fn by_type(&self, kind: raftgate_graphql::OperationType) -> u64 {
+        self.by_type[kind.index()].load(Relaxed)
+    }
+
+    /// Operations counted under this name label (a name, [`ANONYMOUS_OPERATION`]
+    /// or [`OTHER_OPERATIONS`]).
+    pub fn by_name(&self, label: &str) -> u64 {
+        match label {
+            ANONYMOUS_OPERATION => self.anonymous.load(Relaxed),
+            OTHER_OPERATIONS => self.other.load(Relaxed),
+            _ => {
+                let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+                names.iter().find(|(k, _)| &**k == label).map_or(0, |(_, n)| n.load(Relaxed))
+            }
+        }
+    }
+
+    /// Refusals with this code so far.
+    pub fn rejections(&self, r: raftgate_graphql::Rejection) -> u64 {
+        self.rejected[r.index()].load(Relaxed)
+    }
+
+    /// Every name label with a count, for a scrape.
+    fn name_counts(&self) -> Vec<(String, u64)> {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, u64)> = names.iter().map(|(k, n)| (k.to_string(), n.load(Relaxed))).collect();
+        out.push((ANONYMOUS_OPERATION.into(), self.anonymous.load(Relaxed)));
+        out.push((OTHER_OPERATIONS.into(), self.other.load(Relaxed)));
+        out.retain(|(_, n)| *n > 0);
+        out
+    }
 }
 
 impl RouteMetrics {
@@ -243,6 +329,7 @@ impl Collector for DataPlaneCollector {
                 }
             }
         }
+        encode_graphql(&mut encoder, &routes)?;
         let (lockouts, untracked) = gateway.login_guard().totals();
         counter(
             lockouts,
@@ -415,5 +502,84 @@ mod tests {
         assert_eq!(m.responses[9][4].load(Relaxed), 1);
         m.record_response(&Method::GET, StatusCode::OK, Duration::ZERO);
         assert_eq!(m.responses(&Method::GET, StatusCode::NO_CONTENT), 1);
+    }
+}
+
+/// The GraphQL families: operations by route and type, by route and name
+/// (bounded per route), and refusals by route and code.
+fn encode_graphql(
+    encoder: &mut DescriptorEncoder,
+    routes: &[(raftgate_model::ObjectId, Arc<crate::catalog::RouteCounter>)],
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(
+        "raftgate_graphql_operations",
+        "GraphQL operations admitted by the guard, by route and operation type.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, c) in routes {
+        for kind in raftgate_graphql::OperationType::ALL {
+            let n = c.metrics.graphql.by_type(kind);
+            if n > 0 {
+                counter(n, e.encode_family(&[("route", route.as_str()), ("type", kind.as_str())])?)?;
+            }
+        }
+    }
+    let mut e = encoder.encode_descriptor(
+        "raftgate_graphql_operations_by_name",
+        "GraphQL operations admitted by the guard, by route and operation name (64 names per route, then (other)).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, c) in routes {
+        for (name, n) in c.metrics.graphql.name_counts() {
+            counter(n, e.encode_family(&[("route", route.as_str()), ("operation", name.as_str())])?)?;
+        }
+    }
+    let mut e = encoder.encode_descriptor(
+        "raftgate_graphql_rejections",
+        "GraphQL requests refused by the guard, by route and code.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, c) in routes {
+        for r in raftgate_graphql::Rejection::ALL {
+            let n = c.metrics.graphql.rejections(r);
+            if n > 0 {
+                counter(n, e.encode_family(&[("route", route.as_str()), ("code", r.code())])?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod graphql_tests {
+    use super::*;
+
+    fn op(name: Option<&str>) -> raftgate_graphql::Operation {
+        raftgate_graphql::Operation {
+            name: name.map(str::to_string),
+            kind: raftgate_graphql::OperationType::Query,
+            depth: 1,
+            fields: 1,
+            aliases: 0,
+            cost: 1,
+        }
+    }
+
+    #[test]
+    fn operation_names_beyond_the_cap_count_as_other() {
+        let m = GraphqlMetrics::default();
+        for i in 0..MAX_GRAPHQL_NAMES_PER_ROUTE + 10 {
+            m.record(&op(Some(&format!("Op{i}"))));
+        }
+        m.record(&op(Some("Op0")));
+        m.record(&op(None));
+        assert_eq!(m.by_name("Op0"), 2);
+        assert_eq!(m.by_name(OTHER_OPERATIONS), 10);
+        assert_eq!(m.by_name(ANONYMOUS_OPERATION), 1);
+        assert_eq!(m.by_type(raftgate_graphql::OperationType::Query), MAX_GRAPHQL_NAMES_PER_ROUTE as u64 + 12);
+        assert_eq!(m.name_counts().len(), MAX_GRAPHQL_NAMES_PER_ROUTE + 2);
     }
 }

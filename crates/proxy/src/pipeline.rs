@@ -17,6 +17,10 @@
 //!
 //! 2b. [`crate::auth::authenticate`]: credentials, revocation, the route's
 //!    consumer, group and scope rules (401 / 403 / 503 when stale).
+//! 2b′. [`crate::graphql::inspect`] (GraphQL routes only): the operation
+//!    parsed and bounded before the rate limits, which may key on it; a
+//!    `POST` body is read whole here and those bytes are what later stages
+//!    check and the upstream receives.
 //!
 //! 2d and 4b. [`crate::transform`]: the route's body transformation, of
 //!    the request once its body has been checked, of the response before
@@ -215,7 +219,18 @@ async fn proxy(
             crate::waf::act(&route, waf, &f, stats, request_id)?;
         }
     }
-    let rate = crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers(), stats)?;
+    // GraphQL routes (crate::graphql): the operation, known before the limits.
+    let graphql_body = match &route.graphql {
+        Some(policy) => {
+            let idle = Duration::from_millis(gateway.config().limits.stream_idle_timeout_ms);
+            let inspected = crate::graphql::inspect(&route, policy, &mut req, idle, stats).await?;
+            seen.graphql = Some(inspected.operation);
+            inspected.body
+        }
+        None => None,
+    };
+    let rate =
+        crate::traffic::check(gateway, &route, principal.as_ref(), conn, req.headers(), stats, seen.graphql.as_ref())?;
     let client = ClientSide {
         method: req.method().clone(),
         origin: route.cors.as_ref().and_then(|_| req.headers().get(http::header::ORIGIN).cloned()),
@@ -293,9 +308,14 @@ async fn proxy(
     .into_iter()
     .flatten()
     .collect();
-    let (body, body_too_large, has_body, checked_len) = match whole_body_limits.iter().min() {
-        Some(&stage_max) => {
-            let mut bytes = read_whole(&route, body, limit.min(stage_max), idle).await?;
+    let (body, body_too_large, has_body, checked_len) = match (whole_body_limits.iter().min(), graphql_body) {
+        (Some(&stage_max), early) => {
+            let mut bytes = match early {
+                // Read whole already (GraphQL): the same bytes, within the same bound.
+                Some(b) if b.len() as u64 > limit.min(stage_max) => return Err(GatewayError::BodyTooLarge),
+                Some(b) => b,
+                None => read_whole(&route, body, limit.min(stage_max), idle).await?,
+            };
             if schema {
                 check_schema(snapshot, &route, &parts.headers, &bytes)?;
             }
@@ -319,7 +339,12 @@ async fn proxy(
             let len = bytes.len();
             (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
         }
-        None => {
+        // Read whole already (GraphQL), and no later stage needs it: forward those bytes.
+        (None, Some(bytes)) => {
+            let len = bytes.len();
+            (crate::body::full(bytes), Arc::new(std::sync::atomic::AtomicBool::new(false)), len > 0, Some(len))
+        }
+        (None, None) => {
             let limited = Limited::new(body, limit);
             let tripped = limited.tripped();
             (IdleTimeout::new(limited, idle).boxed_unsync(), tripped, has_body, None)

@@ -65,6 +65,7 @@ fn key_value(
     principal: Option<&Principal>,
     client_ip: IpAddr,
     headers: &HeaderMap,
+    graphql: Option<&raftgate_graphql::Operation>,
 ) -> String {
     let mut out = String::new();
     for (i, part) in key.iter().enumerate() {
@@ -79,6 +80,8 @@ fn key_value(
                 let v = headers.get(h.as_str()).map(|v| v.as_bytes()).unwrap_or(b"");
                 out.push_str(&String::from_utf8_lossy(&v[..v.len().min(MAX_KEY_VALUE_BYTES)]));
             }
+            KeyPart::GraphqlOperation => out.push_str(graphql.and_then(|o| o.name.as_deref()).unwrap_or("-")),
+            KeyPart::GraphqlType => out.push_str(graphql.map_or("-", |o| o.kind.as_str())),
         }
     }
     if out.len() > MAX_KEY_VALUE_BYTES {
@@ -519,6 +522,7 @@ fn tighter(a: Option<RateInfo>, b: RateInfo) -> Option<RateInfo> {
 
 /// Checks every rate limit and quota of the request. `Ok` carries the
 /// tightest policy's figures for the response headers (none: no policy).
+/// `graphql`: the operation a GraphQL route admitted (keys `graphql_*`).
 pub fn check(
     gateway: &Gateway,
     route: &Route,
@@ -526,6 +530,7 @@ pub fn check(
     conn: &ConnInfo,
     headers: &HeaderMap,
     stats: Option<&crate::metrics::RouteMetrics>,
+    graphql: Option<&raftgate_graphql::Operation>,
 ) -> Result<Option<RateInfo>, GatewayError> {
     use crate::metrics::LimitKind;
     let record = |kind, allowed| {
@@ -554,7 +559,7 @@ pub fn check(
             } else {
                 (u64::from(*rate_per_s), u64::from(*burst))
             };
-            let value = key_value(&r.key, route, principal, client_ip, headers);
+            let value = key_value(&r.key, route, principal, client_ip, headers, graphql);
             let key = format!("{scope:?}#{i}|{value}");
             match gateway.rate_limiter().check(&key, rate, burst) {
                 Ok(info) => {
@@ -575,7 +580,7 @@ pub fn check(
             let key = QuotaKey {
                 scope: scope.clone(),
                 quota: q.name.clone(),
-                value: key_value(&q.key, route, principal, client_ip, headers),
+                value: key_value(&q.key, route, principal, client_ip, headers, graphql),
                 window: q.window,
                 window_start_ms: start,
             };
