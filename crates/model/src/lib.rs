@@ -18,6 +18,7 @@ pub mod governance;
 pub mod identity;
 mod node;
 pub mod path;
+pub mod privacy;
 pub mod route;
 mod state;
 pub mod traffic;
