@@ -19,8 +19,8 @@ use crate::identity::{
 use crate::privacy::{is_pseudonym, Subject, PSEUDONYM_PREFIX};
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 use crate::traffic::{
-    grant_size, holder, validate_asks, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope, MAX_HOLDERS_PER_ENTRY,
-    MAX_PLANS, MAX_QUOTA_ENTRIES, QUOTA_EXPIRY_MARGIN_MS,
+    grant_size, holder, validate_asks, KeyPart, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope,
+    MAX_HOLDERS_PER_ENTRY, MAX_PLANS, MAX_QUOTA_ENTRIES, QUOTA_EXPIRY_MARGIN_MS,
 };
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
@@ -821,6 +821,27 @@ impl State {
         limits.quotas.iter().find(|q| &q.name == name)
     }
 
+    /// Whether a new ledger entry's consumer (if its quota counts by
+    /// consumer) still exists: an ask in flight when a consumer was deleted
+    /// or forgotten must not bring its id back into the ledger.
+    fn counts_a_known_consumer(&self, quota: &Quota, key: &QuotaKey) -> bool {
+        if let QuotaScope::Consumer(id) = &key.scope {
+            if !self.consumers.contains_key(id) {
+                return false;
+            }
+        }
+        // The value joins the parts with '|'; a header value may hold '|' too,
+        // so only a consumer part before any header part can be located.
+        let Some(at) = quota.key.iter().position(|p| matches!(p, KeyPart::Consumer)) else { return true };
+        if quota.key[..at].iter().any(|p| matches!(p, KeyPart::Header(_))) {
+            return true;
+        }
+        match key.value.split('|').nth(at) {
+            Some("-") | None => true,
+            Some(c) => ObjectId::parse(c).is_ok_and(|c| self.consumers.contains_key(&c)),
+        }
+    }
+
     /// Grants and returns of one holder's batch. Asks for quotas that no
     /// longer exist, for windows that ended or that do not match the quota,
     /// are ignored; grants are sized so that `held <= limit` holds for every
@@ -841,7 +862,11 @@ impl State {
             let limit = quota.limit;
             let ledger_key = key.ledger_key();
             if !self.quotas.contains_key(&ledger_key) {
-                if ask.want == 0 || time_ms >= end || self.quotas.len() >= MAX_QUOTA_ENTRIES {
+                if ask.want == 0
+                    || time_ms >= end
+                    || self.quotas.len() >= MAX_QUOTA_ENTRIES
+                    || !self.counts_a_known_consumer(quota, key)
+                {
                     continue;
                 }
                 let entry = QuotaEntry {

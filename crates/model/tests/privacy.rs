@@ -230,3 +230,16 @@ fn a_prune_keeps_the_anchor_so_the_rest_still_verifies() {
     assert_eq!((last.action.as_str(), last.after), ("prune_audit", Some(export_digest)));
     assert_eq!(last.object, format!("audit/through-{through}"));
 }
+
+#[test]
+fn an_ask_in_flight_at_the_forget_does_not_bring_the_consumer_back_into_the_ledger() {
+    let mut s = world();
+    s.apply_as(T + 1_000, &forget("acme"), Some(&admin("ForgetConsumer"))).unwrap();
+    let asks = vec![
+        LeaseAsk { key: quota_key("acme"), epoch: 0, want: 10, give_back: 0 },
+        LeaseAsk { key: quota_key("-"), epoch: 0, want: 10, give_back: 0 },
+    ];
+    s.apply(T + 2_000, &Command::QuotaLeases { node: 2, incarnation: 1, asks }).unwrap();
+    assert!(s.quota_entry(&quota_key("acme")).is_none());
+    assert!(s.quota_entry(&quota_key("-")).is_some(), "anonymous requests still get grants");
+}
