@@ -62,6 +62,9 @@ pub fn need(rpc: &str) -> Option<Need> {
         | "ListConsumers" | "GetIssuer" | "ListIssuers" | "ListApiKeys" | "ListRevocations" | "GetPlan"
         | "ListPlans" | "ListQuotas" | "GetCertificate" | "ListCertificates" => Read,
         "ListAudit" | "VerifyAudit" | "GetOperator" | "ListOperators" | "ListAdminTokens" => Audit,
+        // Personal data: as sensitive as the audit trail.
+        "ExportConsumer" => Audit,
+        "ForgetConsumer" | "PruneAudit" | "CompactLog" => Admin,
         "ApplyRoute" | "DeleteRoute" | "ApplyUpstream" | "DeleteUpstream" | "ApplyConsumer" | "DeleteConsumer"
         | "CreateApiKey" | "DeleteApiKey" | "Revoke" | "Unrevoke" | "PurgeCache" => Operate,
         "AddLearner" | "Promote" | "RemoveNode" | "PutSetting" | "DeleteSetting" | "ApplyIssuer" | "DeleteIssuer"

@@ -14,6 +14,7 @@ mod forward;
 mod governance;
 mod identity;
 mod objects;
+mod privacy;
 mod status;
 mod traffic;
 
@@ -569,6 +570,38 @@ impl Admin for AdminService {
                 .map(|(method, template, count)| pb::UnknownPath { method, template, count })
                 .collect(),
             overflow,
+        }))
+    }
+    async fn export_consumer(&self, req: Request<pb::ExportConsumerRequest>) -> Reply<pb::ExportConsumerReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let read = privacy::export(privacy::consumer_id(&msg.consumer)?, msg.audit_after_seq);
+        let local = self.read(msg.consistency(), read).await.and_then(|r| r);
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.export_consumer(r).await }).await
+    }
+    async fn forget_consumer(&self, req: Request<pb::ForgetConsumerRequest>) -> Reply<pb::ForgetConsumerReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let consumer = privacy::consumer_id(&msg.consumer)?;
+        let pseudonym = privacy::pseudonym(&self.key_hasher, &consumer);
+        let local = self.node.write_as(Command::ForgetConsumer { consumer, pseudonym }, origin.actor()).await;
+        let local = local.map(|w| privacy::forget_reply(&w.effect, w.log_index));
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.forget_consumer(r).await }).await
+    }
+    async fn prune_audit(&self, req: Request<pb::PruneAuditRequest>) -> Reply<pb::WriteReply> {
+        let origin = forward::origin(&req);
+        let msg = req.into_inner();
+        let local = self.write(&origin, privacy::prune_command(&msg)?).await;
+        self.forwarder.or_forward(&origin, local, msg, |mut c, r| async move { c.prune_audit(r).await }).await
+    }
+    async fn compact_log(&self, _: Request<pb::CompactLogRequest>) -> Reply<pb::CompactLogReply> {
+        // Always this node's own store.
+        let (snapshot_index, purged_index) = self.node.compact_log().await.map_err(to_status)?;
+        Ok(Response::new(pb::CompactLogReply {
+            node_id: self.node.id(),
+            snapshot_index,
+            purged_index,
+            rewrite_at_restart: true,
         }))
     }
     async fn list_revocations(&self, req: Request<pb::ListObjectsRequest>) -> Reply<pb::ListObjectsReply> {

@@ -395,6 +395,36 @@ impl ClusterNode {
         }
     }
 
+    /// Builds a snapshot of everything this node has applied, purges its
+    /// log through that snapshot, and asks for the store to be rewritten
+    /// into fresh files at the next start (sled keeps deleted bytes in old
+    /// segments). Local to this node. Returns (snapshot index, purged index).
+    pub async fn compact_log(&self) -> Result<(u64, u64), ClusterError> {
+        let fatal = |e: openraft::error::Fatal<NodeId>| ClusterError::Unavailable(format!("raft stopped: {e}"));
+        let Some(applied) = self.metrics().last_applied else {
+            return Err(ClusterError::Conflict("this node has applied nothing yet".into()));
+        };
+        let limit = self.timeouts.write_timeout().max(Duration::from_secs(10));
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let m = self
+            .raft
+            .wait(Some(limit))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied.index), "snapshot")
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        let snapshot = m.snapshot.map_or(applied.index, |s| s.index);
+        self.raft.trigger().purge_log(snapshot).await.map_err(fatal)?;
+        // A leader purges only what every follower has received.
+        let m = self
+            .raft
+            .wait(Some(limit))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= snapshot), "purge")
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("log not purged in time (a follower behind?): {e}")))?;
+        self.log.request_rewrite().await.map_err(ClusterError::Internal)?;
+        Ok((snapshot, m.purged.map_or(0, |p| p.index)))
+    }
+
     /// Stops Raft, flushes storage and writes the seal.
     pub async fn shutdown(&self) {
         self.sealer.abort();

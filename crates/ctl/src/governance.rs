@@ -107,12 +107,34 @@ pub enum AuditCmd {
     /// Example: raftgatectl audit export --file audit.jsonl
     Export {
         /// Write here instead of stdout.
-        #[arg(long)]
+        #[arg(long, visible_alias = "out")]
         file: Option<PathBuf>,
         /// Only records after this sequence number (to export incrementally).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Only records before this sequence number.
+        #[arg(long)]
+        before_seq: Option<u64>,
     },
+    /// Export records through a seq to a new file, verify the file, then drop
+    /// them from the trail (admin only). The prune's own record holds the
+    /// file's SHA-256.
+    ///
+    /// Example: raftgatectl audit prune --through-seq 5000 --export audit-1-5000.jsonl
+    ///          raftgatectl audit prune --retention --export audit-old.jsonl
+    Prune {
+        #[arg(long, conflicts_with = "retention")]
+        through_seq: Option<u64>,
+        /// Every record older than `audit retention` days.
+        #[arg(long)]
+        retention: bool,
+        /// The file to write first (must not exist).
+        #[arg(long)]
+        export: PathBuf,
+    },
+    /// The audit retention setting (days), which `prune --retention` applies.
+    #[command(subcommand)]
+    Retention(crate::privacy::RetentionCmd),
 }
 
 pub async fn token_command(client: &mut Client, out: &Output, cmd: &TokenCmd) -> Result<(), String> {
@@ -152,7 +174,11 @@ pub async fn audit_command(client: &mut Client, out: &Output, cmd: &AuditCmd) ->
             out.audit(&reply.records_json, 0);
         }
         AuditCmd::Verify { all_nodes } => return verify(client, out, *all_nodes).await,
-        AuditCmd::Export { file, after } => {
+        AuditCmd::Prune { through_seq, retention, export } => {
+            return crate::privacy::prune(client, out, *through_seq, *retention, export).await
+        }
+        AuditCmd::Retention(cmd) => return crate::privacy::retention(client, out, cmd).await,
+        AuditCmd::Export { file, after, before_seq } => {
             let mut sink: Box<dyn std::io::Write> = match file {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?,
@@ -164,16 +190,27 @@ pub async fn audit_command(client: &mut Client, out: &Output, cmd: &AuditCmd) ->
             loop {
                 let req = pb::ListAuditRequest { consistency: 0, after_seq: after, limit: PAGE, tail: 0 };
                 let reply = client.list_audit(req).await.map_err(describe)?.into_inner();
+                let before = before_seq.unwrap_or(u64::MAX);
+                let mut done = false;
                 for r in &reply.records_json {
+                    let seq = serde_json::from_str::<Value>(r).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+                    if seq >= before {
+                        done = true;
+                        break;
+                    }
                     writeln!(sink, "{r}").map_err(|e| format!("writing the export: {e}"))?;
+                    written += 1;
                 }
-                written += reply.records_json.len() as u64;
-                if reply.next_after_seq == 0 {
+                if done || reply.next_after_seq == 0 {
                     break;
                 }
                 after = reply.next_after_seq;
             }
             sink.flush().map_err(|e| format!("writing the export: {e}"))?;
+            drop(sink);
+            if let Some(p) = file {
+                std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
             if file.is_some() {
                 eprintln!("exported {written} records");
             }

@@ -16,6 +16,7 @@ mod objects;
 mod openapi;
 mod output;
 mod snapshot;
+mod privacy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,7 +66,7 @@ struct CtlConfig {
 }
 
 use identity::{KeyCmd, RevokeArgs, TargetCmd};
-use objects::{ConsumerFlags, FromFlags, IssuerFlags, ObjectCmd, PlanFlags, RouteFlags, UpstreamFlags};
+use objects::{FromFlags, IssuerFlags, ObjectCmd, PlanFlags, RouteFlags, UpstreamFlags};
 use output::Output;
 
 #[derive(Parser)]
@@ -140,8 +141,10 @@ enum Cmd {
     Upstream(ObjectCmd<UpstreamFlags>),
     /// Consumers: who credentials stand for (groups, plan, metadata, enabled).
     #[command(subcommand)]
-    #[command(after_help = "Examples:\n  raftgatectl consumer apply --id acme --plan gold")]
-    Consumer(ObjectCmd<ConsumerFlags>),
+    #[command(after_help = "Examples:\n  raftgatectl consumer apply --id acme --plan gold
+  raftgatectl consumer export acme --out acme.json
+  raftgatectl consumer forget acme --yes")]
+    Consumer(privacy::ConsumerCmd),
     /// JWT issuers the gateway trusts (keys inline, by JWKS URL, or an HMAC secret reference).
     #[command(subcommand)]
     #[command(after_help = "Examples:\n  raftgatectl issuer apply -f issuer.yaml")]
@@ -368,6 +371,10 @@ enum NodeCmd {
     #[command(after_help = "Example:\n  raftgatectl --endpoint node-2:7201 node status")]
     /// This node's own report.
     Status,
+    /// Snapshot this node, purge its log through the snapshot, and rewrite its
+    /// store into fresh files at its next start (admin only; after a forget).
+    #[command(after_help = "Example:\n  raftgatectl --endpoint node-2:7201 node compact   (then restart the node)")]
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -598,6 +605,7 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
             let reply = client.remove_node(pb::RemoveNodeRequest { id: *id }).await.map_err(describe)?;
             out.membership(&reply.into_inner());
         }
+        Cmd::Node(NodeCmd::Compact) => privacy::compact(&mut client, &out).await?,
         Cmd::Node(NodeCmd::Status) => {
             let reply = client.node_status(pb::NodeStatusRequest {}).await.map_err(describe)?;
             out.node_status(&reply.into_inner());
@@ -625,7 +633,10 @@ async fn execute(cli: &Cli, endpoint: &str) -> Result<(), String> {
         }
         Cmd::Route(cmd) => object_command(&mut client, &out, Kind::Route, cmd).await?,
         Cmd::Upstream(cmd) => object_command(&mut client, &out, Kind::Upstream, cmd).await?,
-        Cmd::Consumer(cmd) => object_command(&mut client, &out, Kind::Consumer, cmd).await?,
+        Cmd::Consumer(privacy::ConsumerCmd::Object(cmd)) => {
+            object_command(&mut client, &out, Kind::Consumer, cmd).await?
+        }
+        Cmd::Consumer(cmd) => privacy::consumer_command(&mut client, &out, cmd).await?,
         Cmd::Issuer(cmd) => object_command(&mut client, &out, Kind::Issuer, cmd).await?,
         Cmd::Key(cmd) => identity::key_command(&mut client, &out, cmd).await?,
         Cmd::Revoke(args) => identity::revoke(&mut client, &out, args, Duration::from_millis(cli.timeout_ms)).await?,

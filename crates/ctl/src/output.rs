@@ -65,6 +65,19 @@ impl Output {
         }
     }
 
+    /// A flat result: JSON/YAML when asked for, else one `key: value` line per field.
+    pub fn value(&self, v: &Value) {
+        if self.json {
+            return self.print_json(v.clone());
+        }
+        for (k, v) in v.as_object().into_iter().flatten() {
+            match v {
+                Value::String(s) => println!("{k}: {s}"),
+                other => println!("{k}: {other}"),
+            }
+        }
+    }
+
     /// A declarative document: YAML (the file format) unless JSON was asked for.
     pub fn document(&self, doc: &Value) {
         if self.json && !self.yaml {

@@ -99,7 +99,9 @@ impl RevocationIndex {
         for cmd in accepted {
             match cmd {
                 Command::Revoke { target, .. } => added.push(target),
-                Command::Unrevoke { .. } => return Some(Self::build(self.hasher.clone(), state)),
+                Command::Unrevoke { .. } | Command::ForgetConsumer { .. } => {
+                    return Some(Self::build(self.hasher.clone(), state))
+                }
                 _ => {}
             }
         }

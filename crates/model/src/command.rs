@@ -188,6 +188,26 @@ pub enum Command {
         node: NodeId,
         log_index: u64,
     },
+    /// Erase a consumer (GDPR/CCPA): delete it, its API keys, certificate
+    /// identities, the revocations that target it and its quota ledger
+    /// entries; put `pseudonym` in its place in routes' `auth.consumers`
+    /// and in kept audit records, which are then re-chained. The pseudonym
+    /// is made by the admin node (keyed HMAC of the id); `apply` checks its
+    /// shape only.
+    ForgetConsumer {
+        consumer: ObjectId,
+        pseudonym: ObjectId,
+    },
+    /// Drop audit records up to `through_seq` after they were exported; the
+    /// dropped part's last hash stays as the anchor. `through_hash` must be
+    /// the hash of record `through_seq` (what the export ends with), and
+    /// `export_digest` is the SHA-256 of the export file, kept in the
+    /// prune's own record.
+    PruneAudit {
+        through_seq: u64,
+        through_hash: Digest,
+        export_digest: Digest,
+    },
     /// Object writes applied all together or not at all (a declarative
     /// `apply -f`): if any is rejected, none takes effect.
     Batch {
@@ -242,12 +262,20 @@ impl Command {
                 _ => "remove_node",
             },
             Command::DeleteCertificate { .. } => "delete_certificate",
+            Command::ForgetConsumer { .. } => "forget_consumer",
+            Command::PruneAudit { .. } => "prune_audit",
         }
     }
 
     /// Whether applying it may change the revocation set.
     pub fn touches_revocations(&self) -> bool {
-        matches!(self, Command::Revoke { .. } | Command::Unrevoke { .. })
+        matches!(self, Command::Revoke { .. } | Command::Unrevoke { .. } | Command::ForgetConsumer { .. })
+    }
+
+    /// Whether it erases data that older log entries and snapshots still
+    /// hold (a node compacts its store after it, see the store crate).
+    pub fn erases_data(&self) -> bool {
+        matches!(self, Command::ForgetConsumer { .. } | Command::PruneAudit { .. })
     }
 
     /// Whether a batch may hold it: puts and deletes of declarative objects

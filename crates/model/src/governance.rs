@@ -379,6 +379,49 @@ impl AuditTrail {
         self.records.iter().skip(self.records.len().saturating_sub(n))
     }
 
+    /// The kept record with this seq.
+    pub fn get(&self, seq: u64) -> Option<&AuditRecord> {
+        let first = self.records.front()?.seq;
+        self.records.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+    }
+
+    /// Edits kept records in place (`edit` returns whether it changed one)
+    /// and re-chains: from the first changed record to the head, every
+    /// `prev` and `hash` is recomputed, so the trail verifies again. Returns
+    /// how many records changed and the seq of the first, if any. The
+    /// anchor and every record before the first change keep their hashes.
+    pub fn rewrite(&mut self, mut edit: impl FnMut(&mut AuditRecord) -> bool) -> (u64, Option<u64>) {
+        let mut changed = 0;
+        let mut first = None;
+        let mut prev = self.anchor_hash;
+        for r in self.records.iter_mut() {
+            let edited = edit(r);
+            if edited {
+                changed += 1;
+                first.get_or_insert(r.seq);
+            }
+            if first.is_some() {
+                r.prev = prev;
+                r.hash = r.expected_hash();
+            }
+            prev = r.hash;
+        }
+        (changed, first)
+    }
+
+    /// Drops the records up to and including `seq`; the last dropped one
+    /// becomes the anchor the rest chains from. Returns how many went.
+    pub fn prune_through(&mut self, seq: u64) -> u64 {
+        let mut dropped = 0;
+        while self.records.front().is_some_and(|r| r.seq <= seq) {
+            let old = self.records.pop_front().expect("front exists");
+            self.anchor_seq = old.seq;
+            self.anchor_hash = old.hash;
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Recomputes every kept record's hash and link, from the anchor on.
     pub fn verify(&self) -> Verification {
         let mut prev = self.anchor_hash;

@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod identity;
 mod node;
 pub mod path;
+pub mod privacy;
 pub mod route;
 mod state;
 pub mod traffic;

@@ -16,10 +16,11 @@ use crate::identity::{
     validate_reason, ApiKey, JwtIssuer, Revocation, RevocationTarget, MAX_API_KEYS, MAX_ISSUERS, MAX_KEYS_PER_CONSUMER,
     MAX_REVOCATIONS, MAX_TOKEN_REVOCATION_MS, REVOCATION_EXPIRY_MARGIN_MS,
 };
+use crate::privacy::{is_pseudonym, Subject, PSEUDONYM_PREFIX};
 use crate::route::{ObjectId, Route, Upstream, MAX_ROUTES, MAX_UPSTREAMS};
 use crate::traffic::{
-    grant_size, holder, validate_asks, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope, MAX_HOLDERS_PER_ENTRY,
-    MAX_PLANS, MAX_QUOTA_ENTRIES, QUOTA_EXPIRY_MARGIN_MS,
+    grant_size, holder, validate_asks, KeyPart, LeaseAsk, Plan, Quota, QuotaEntry, QuotaKey, QuotaScope,
+    MAX_HOLDERS_PER_ENTRY, MAX_PLANS, MAX_QUOTA_ENTRIES, QUOTA_EXPIRY_MARGIN_MS,
 };
 
 /// Most settings the cluster holds; a put of a new key beyond it is rejected.
@@ -134,16 +135,66 @@ pub type Table<T> = Arc<BTreeMap<ObjectId, Stored<T>>>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
-    SettingPut { key: SettingKey, revision: u64, created: bool },
-    SettingDeleted { key: SettingKey, revision: u64 },
-    ObjectPut { kind: String, id: ObjectId, revision: u64, created: bool },
-    ObjectDeleted { kind: String, id: ObjectId, revision: u64 },
-    Revoked { key: String, revision: u64 },
-    Unrevoked { key: String, revision: u64 },
-    Leased { revision: u64 },
-    QuotaReset { key: String, revision: u64 },
-    Audited { revision: u64 },
-    Batch { revision: u64, commands: usize },
+    SettingPut {
+        key: SettingKey,
+        revision: u64,
+        created: bool,
+    },
+    SettingDeleted {
+        key: SettingKey,
+        revision: u64,
+    },
+    ObjectPut {
+        kind: String,
+        id: ObjectId,
+        revision: u64,
+        created: bool,
+    },
+    ObjectDeleted {
+        kind: String,
+        id: ObjectId,
+        revision: u64,
+    },
+    Revoked {
+        key: String,
+        revision: u64,
+    },
+    Unrevoked {
+        key: String,
+        revision: u64,
+    },
+    Leased {
+        revision: u64,
+    },
+    QuotaReset {
+        key: String,
+        revision: u64,
+    },
+    Audited {
+        revision: u64,
+    },
+    Batch {
+        revision: u64,
+        commands: usize,
+    },
+    /// A consumer was forgotten: `rewritten` audit records now name the
+    /// pseudonym (re-chained from `first_rewritten_seq`); `previous_head`
+    /// is the trail's head before the rewrite.
+    Forgotten {
+        revision: u64,
+        pseudonym: ObjectId,
+        rewritten: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_rewritten_seq: Option<u64>,
+        previous_head_seq: u64,
+        previous_head: crate::identity::Digest,
+    },
+    /// Audit records through `through_seq` were dropped.
+    AuditPruned {
+        revision: u64,
+        through_seq: u64,
+        dropped: u64,
+    },
 }
 
 impl Effect {
@@ -159,7 +210,9 @@ impl Effect {
             | Effect::Leased { revision }
             | Effect::QuotaReset { revision, .. }
             | Effect::Audited { revision }
-            | Effect::Batch { revision, .. } => *revision,
+            | Effect::Batch { revision, .. }
+            | Effect::Forgotten { revision, .. }
+            | Effect::AuditPruned { revision, .. } => *revision,
         }
     }
 }
@@ -273,6 +326,29 @@ impl State {
         let before = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
         let effect = self.apply(leader_time_ms, command)?;
         let after = object.as_ref().and_then(|(kind, key)| self.object_digest(kind, key));
+        let (outcome, before, after) = match (&effect, command) {
+            (
+                Effect::Forgotten { rewritten, first_rewritten_seq, previous_head_seq, previous_head, .. },
+                _,
+            ) => (
+                match first_rewritten_seq {
+                    Some(first) => format!(
+                        "applied: {rewritten} audit records pseudonymised and the chain re-hashed from seq {first} to {previous_head_seq}; `before` is the head hash before"
+                    ),
+                    None => "applied: no audit record named it".to_string(),
+                },
+                Some(*previous_head),
+                Some(self.audit.head().1),
+            ),
+            (Effect::AuditPruned { through_seq, dropped, .. }, Command::PruneAudit { through_hash, export_digest, .. }) => (
+                format!(
+                    "applied: {dropped} audit records through seq {through_seq} dropped after export; `before` is the new anchor hash, `after` the export's SHA-256"
+                ),
+                Some(*through_hash),
+                Some(*export_digest),
+            ),
+            _ => ("applied".to_string(), before, after),
+        };
         self.audit.append(NewRecord {
             time_ms: self.time_ms,
             principal: actor.principal.clone(),
@@ -280,7 +356,7 @@ impl State {
             rpc: actor.rpc.clone(),
             action: command.kind().to_string(),
             object: object.map(|(kind, key)| format!("{kind}/{key}")).unwrap_or_default(),
-            outcome: "applied".into(),
+            outcome,
             before,
             after,
         });
@@ -347,6 +423,9 @@ impl State {
             Command::PutCertificate { certificate, .. } => ("certificate", certificate.id.to_string()),
             Command::MembershipChanged { node, .. } => ("node", node.to_string()),
             Command::DeleteCertificate { id, .. } => ("certificate", id.to_string()),
+            // The forget's own record names only the pseudonym.
+            Command::ForgetConsumer { pseudonym, .. } => ("consumer", pseudonym.to_string()),
+            Command::PruneAudit { through_seq, .. } => ("audit", format!("through-{through_seq}")),
             Command::QuotaLeases { .. } | Command::RecordDenials { .. } | Command::Batch { .. } => return None,
         })
     }
@@ -699,6 +778,14 @@ impl State {
                 }
                 Effect::Unrevoked { key, revision }
             }
+            Command::ForgetConsumer { consumer, pseudonym } => {
+                self.forget_consumer(consumer, pseudonym, revision, time_ms)?
+            }
+            Command::PruneAudit { through_seq, through_hash, .. } => {
+                self.check_prune(*through_seq, through_hash)?;
+                let dropped = self.audit.prune_through(*through_seq);
+                Effect::AuditPruned { revision, through_seq: *through_seq, dropped }
+            }
             Command::DeleteUpstream { id, expected_revision } => {
                 let users: Vec<&str> = self
                     .routes
@@ -734,6 +821,27 @@ impl State {
         limits.quotas.iter().find(|q| &q.name == name)
     }
 
+    /// Whether a new ledger entry's consumer (if its quota counts by
+    /// consumer) still exists: an ask in flight when a consumer was deleted
+    /// or forgotten must not bring its id back into the ledger.
+    fn counts_a_known_consumer(&self, quota: &Quota, key: &QuotaKey) -> bool {
+        if let QuotaScope::Consumer(id) = &key.scope {
+            if !self.consumers.contains_key(id) {
+                return false;
+            }
+        }
+        // The value joins the parts with '|'; a header value may hold '|' too,
+        // so only a consumer part before any header part can be located.
+        let Some(at) = quota.key.iter().position(|p| matches!(p, KeyPart::Consumer)) else { return true };
+        if quota.key[..at].iter().any(|p| matches!(p, KeyPart::Header(_))) {
+            return true;
+        }
+        match key.value.split('|').nth(at) {
+            Some("-") | None => true,
+            Some(c) => ObjectId::parse(c).is_ok_and(|c| self.consumers.contains_key(&c)),
+        }
+    }
+
     /// Grants and returns of one holder's batch. Asks for quotas that no
     /// longer exist, for windows that ended or that do not match the quota,
     /// are ignored; grants are sized so that `held <= limit` holds for every
@@ -754,7 +862,11 @@ impl State {
             let limit = quota.limit;
             let ledger_key = key.ledger_key();
             if !self.quotas.contains_key(&ledger_key) {
-                if ask.want == 0 || time_ms >= end || self.quotas.len() >= MAX_QUOTA_ENTRIES {
+                if ask.want == 0
+                    || time_ms >= end
+                    || self.quotas.len() >= MAX_QUOTA_ENTRIES
+                    || !self.counts_a_known_consumer(quota, key)
+                {
                     continue;
                 }
                 let entry = QuotaEntry {
@@ -950,6 +1062,130 @@ impl State {
         let revocation = Revocation { target: target.clone(), revoked_ms: time_ms, until_ms, reason: reason.into() };
         Arc::make_mut(&mut self.revocations).insert(key.clone(), revocation);
         Ok(Effect::Revoked { key, revision })
+    }
+
+    /// Erases a consumer (see [`Command::ForgetConsumer`]). Every check
+    /// comes first, so a rejection changes nothing.
+    fn forget_consumer(
+        &mut self,
+        consumer: &ObjectId,
+        pseudonym: &ObjectId,
+        revision: u64,
+        time_ms: u64,
+    ) -> Result<Effect, Rejection> {
+        if !is_pseudonym(pseudonym) {
+            return Err(Rejection::Invalid {
+                field: "pseudonym".into(),
+                message: format!("must read {PSEUDONYM_PREFIX}<16 hex digits>"),
+            });
+        }
+        if is_pseudonym(consumer) {
+            return Err(Rejection::Invalid { field: "consumer".into(), message: "is already a pseudonym".into() });
+        }
+        if self.consumers.contains_key(pseudonym) {
+            return Err(Rejection::Conflict {
+                message: format!("a consumer named {:?} exists; it cannot be a pseudonym", pseudonym.as_str()),
+            });
+        }
+        let subject = Subject::of(self, consumer);
+        let revocations: Vec<String> =
+            subject.revocation_keys().into_iter().filter(|k| self.revocations.contains_key(k)).collect();
+        let quotas: BTreeSet<String> = self.quotas.keys().filter(|k| subject.names_ledger_key(k)).cloned().collect();
+        let routes: Vec<ObjectId> = self
+            .routes
+            .values()
+            .filter(|r| r.spec.auth.as_ref().is_some_and(|a| a.consumers.contains(consumer)))
+            .map(|r| r.spec.id.clone())
+            .collect();
+        let named_in_audit =
+            self.audit.after(0).any(|r| subject.names_object(&r.object) || r.principal == consumer.as_str());
+        if !self.consumers.contains_key(consumer)
+            && revocations.is_empty()
+            && quotas.is_empty()
+            && routes.is_empty()
+            && !named_in_audit
+        {
+            return Err(Rejection::NotFound { kind: "consumer".into(), key: consumer.to_string() });
+        }
+
+        Arc::make_mut(&mut self.consumers).remove(consumer);
+        Arc::make_mut(&mut self.cert_owners).retain(|_, owner| owner != consumer);
+        if let Some(keys) = self.keys_by_consumer.remove(consumer) {
+            let table = Arc::make_mut(&mut self.api_keys);
+            for k in keys {
+                table.remove(&k);
+            }
+        }
+        let table = Arc::make_mut(&mut self.revocations);
+        for k in &revocations {
+            table.remove(k);
+        }
+        self.revocation_expiry.retain(|(_, k)| !revocations.contains(k));
+        self.quotas.retain(|k, _| !quotas.contains(k));
+        self.quota_expiry.retain(|(_, k)| !quotas.contains(k));
+        let table = Arc::make_mut(&mut self.routes);
+        for id in &routes {
+            let stored = table.get_mut(id).expect("listed above");
+            let auth = stored.spec.auth.as_mut().expect("listed above");
+            // Replace, never remove: an empty list would let every consumer in.
+            let mut list = Vec::with_capacity(auth.consumers.len());
+            for c in auth.consumers.drain(..) {
+                let c = if &c == consumer { pseudonym.clone() } else { c };
+                if !list.contains(&c) {
+                    list.push(c);
+                }
+            }
+            auth.consumers = list;
+            stored.revision = revision;
+            stored.updated_ms = time_ms;
+        }
+        if !routes.is_empty() {
+            self.routing_revision = revision;
+        }
+        self.identity_revision = revision;
+        let (previous_head_seq, previous_head) = self.audit.head();
+        let (rewritten, first_rewritten_seq) = self.audit.rewrite(|r| {
+            let mut changed = false;
+            if let Some(o) = subject.pseudonymise_object(&r.object, pseudonym) {
+                r.object = o;
+                changed = true;
+            }
+            if r.principal == consumer.as_str() {
+                r.principal = pseudonym.to_string();
+                changed = true;
+            }
+            changed
+        });
+        Ok(Effect::Forgotten {
+            revision,
+            pseudonym: pseudonym.clone(),
+            rewritten,
+            first_rewritten_seq,
+            previous_head_seq,
+            previous_head,
+        })
+    }
+
+    /// A prune must end at a kept record whose hash the exporter saw.
+    fn check_prune(&self, through_seq: u64, through_hash: &crate::identity::Digest) -> Result<(), Rejection> {
+        let Some(record) = self.audit.get(through_seq) else {
+            let (head, _) = self.audit.head();
+            return Err(Rejection::Invalid {
+                field: "through_seq".into(),
+                message: format!(
+                    "record {through_seq} is not in the trail (it keeps {} to {head})",
+                    self.audit.after(0).next().map_or(head, |r| r.seq)
+                ),
+            });
+        };
+        if &record.hash != through_hash {
+            return Err(Rejection::Conflict {
+                message: format!(
+                    "record {through_seq} has changed since the export (a forget re-chained the trail?); export again"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The revision of the last accepted command (0 for a new cluster).

@@ -29,6 +29,11 @@ fn world() -> State {
     }))
     .unwrap();
     s.apply(T0, &Command::PutRoute { route, expected_revision: None }).unwrap();
+    // The quota counts by consumer: the ledger holds entries of existing consumers only.
+    for c in ["acme", "c0", "c1"] {
+        let consumer = serde_json::from_value(serde_json::json!({ "id": c })).unwrap();
+        s.apply(T0, &Command::PutConsumer { consumer, expected_revision: None }).unwrap();
+    }
     s
 }
 

@@ -304,6 +304,12 @@ impl ApplyObserver for DataPlanePublisher {
         if accepted.iter().any(|c| matches!(c, Command::QuotaLeases { .. } | Command::ResetQuota { .. })) {
             self.0.quota_leases().applied(state, accepted);
         }
+        // A forget drops the consumer's ledger entries: drop its leases too.
+        for c in accepted {
+            if let Command::ForgetConsumer { consumer, .. } = c {
+                self.0.quota_leases().forget(consumer);
+            }
+        }
     }
     fn replaced(&self, state: &State) {
         self.0.revocations_applied(state, None);

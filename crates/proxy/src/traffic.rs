@@ -396,6 +396,18 @@ impl QuotaLeases {
         }
     }
 
+    /// Drops the leases of a forgotten consumer: their ledger entries are
+    /// gone, and this node must not ask for them again.
+    pub fn forget(&self, consumer: &raftgate_model::ObjectId) {
+        let subject = raftgate_model::privacy::Subject {
+            consumer: consumer.clone(),
+            keys: Default::default(),
+            certificates: Default::default(),
+        };
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|k, _| !subject.names_ledger_key(k));
+    }
+
     /// Re-reads every lease from the state (snapshot installed, or start).
     pub fn replaced(&self, state: &State) {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());

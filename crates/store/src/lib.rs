@@ -16,6 +16,7 @@
 
 mod kv;
 mod log_store;
+mod rewrite;
 mod runtime;
 mod seal;
 pub mod seed;
@@ -24,6 +25,7 @@ mod types;
 
 pub use kv::{FlushMode, KvError, KvStore, SledKv, Space, Write};
 pub use log_store::LogStore;
+pub use rewrite::{request_rewrite, rewrite_requested, REWRITE_MARKER};
 pub use runtime::{seed_thread_rng, SeededTokio};
 pub use state_machine::{Applied, ApplyObserver, SnapshotLoadError, StateMachineStore};
 pub use types::{Outcome, TypeConfig};
@@ -49,6 +51,10 @@ pub async fn open(
 ) -> Result<(LogStore<SledKv>, StateMachineStore<SledKv>), OpenError> {
     let path = dir.display().to_string();
     let corrupt = |what: String| OpenError::Corrupt { path: path.clone(), what };
+    // Erased data leaves the disk here, before anything reads the store.
+    if crate::rewrite::rewrite_if_requested(dir, cache_capacity_bytes).map_err(corrupt)? {
+        tracing::info!(data_dir = %path, "store rewritten into fresh files (erased data removed from disk)");
+    }
     let seal = seal::read(dir).map_err(corrupt)?;
     if seal.is_some() && !dir.join("raft").is_dir() {
         return Err(corrupt("its seal is present but the store (raft/) is missing".into()));

@@ -67,6 +67,13 @@ impl<K: KvStore> LogStore<K> {
         crate::seal::write(&self.seal_dir, &seal).map_err(|e| format!("writing the seal: {e}"))
     }
 
+    /// Flushes the store and asks for it to be rewritten into fresh files
+    /// at the next start (see `rewrite`).
+    pub async fn request_rewrite(&self) -> Result<(), String> {
+        self.kv.flush().await.map_err(|e| e.to_string())?;
+        crate::rewrite::request_rewrite(&self.seal_dir).map_err(|e| format!("writing the rewrite marker: {e}"))
+    }
+
     /// The last committed log index this node knows of.
     /// The store under the log (for node-local records beside it).
     pub fn kv(&self) -> &K {
