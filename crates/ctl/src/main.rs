@@ -15,8 +15,8 @@ mod identity;
 mod objects;
 mod openapi;
 mod output;
-mod snapshot;
 mod privacy;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
