@@ -67,6 +67,7 @@ pub enum RetentionCmd {
         days: u64,
     },
     /// The configured retention.
+    #[command(after_help = "Example:\n  raftgatectl audit retention show")]
     Show,
 }
 

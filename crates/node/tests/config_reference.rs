@@ -255,6 +255,7 @@ fn section_default(key: &str) -> Option<Value> {
         ("abuse.anomaly.", "[abuse.anomaly]\n"),
         ("https.", "[https]\nlisten = \"127.0.0.1:8443\"\ncertificates = []\n"),
         ("edge.ip.", "[edge.ip]\n"),
+        ("cluster_tls.", "[cluster_tls]\ncert_file = \"n.crt\"\nkey_file = \"n.key\"\nca_file = \"ca.pem\"\n"),
     ];
     let (_, text) = minimal.iter().find(|(p, _)| key.starts_with(p))?;
     let config = NodeConfig::from_toml(text).ok()?;
