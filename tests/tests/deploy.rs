@@ -10,8 +10,8 @@
 //!   listeners are moved to loopback ports by RAFTGATE_* overrides. Nothing
 //!   else in the file changes. A node counts as started when its /healthz
 //!   answers and it is still running a moment later (a bad secret or admin
-//!   certificate makes it exit). A binary that does not know `[cluster_tls]`
-//!   yet is run on the file without that section, and says so.
+//!   certificate makes it exit). The node certificate names the node as
+//!   `raftgatectl certs node` does, so `[cluster_tls]` checks it in full.
 //! - Every metric name in the Grafana dashboard's and alerts.yml's PromQL is
 //!   in the /metrics of a real 3-node cluster serving the compose demo's
 //!   routes (deploy/compose/config/gateway.yaml, applied with `raftgatectl
@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftgate_tests::{binary, ctl, eventually, free_port, http_get, start_upstream, wait_for_leader, Cluster};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
@@ -78,9 +78,12 @@ impl Pki {
         Self { ca_pem, issuer: Issuer::new(params, key) }
     }
 
-    /// (certificate PEM, key PEM) for `host`.
-    fn node(&self, host: &str) -> (String, String) {
-        let params = CertificateParams::new(vec![host.to_string(), "localhost".into()]).unwrap();
+    /// (certificate PEM, key PEM) for `host`, naming node `id` of `cluster`
+    /// as `raftgatectl certs node` does (`spiffe://<cluster>/node/<id>`).
+    fn node(&self, host: &str, cluster: &str, id: u64) -> (String, String) {
+        let mut params = CertificateParams::new(vec![host.to_string(), "localhost".into()]).unwrap();
+        let uri = format!("spiffe://{cluster}/node/{id}");
+        params.subject_alt_names.push(SanType::URI(uri.as_str().try_into().unwrap()));
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -107,7 +110,13 @@ fn write_referenced_files(config: &str, node_id: u64, pki: &Pki, certs_init_name
         .and_then(|a| a.as_str())
         .and_then(|a| a.rsplit_once(':'))
         .map_or("localhost".to_string(), |(h, _)| h.to_string());
-    let (cert, key) = pki.node(&host);
+    let cluster = value
+        .get("node")
+        .and_then(|n| n.get("cluster_name"))
+        .and_then(|c| c.as_str())
+        .unwrap_or("raftgate")
+        .to_string();
+    let (cert, key) = pki.node(&host, &cluster, node_id);
     let write = |path: &str, content: &str| {
         let path = Path::new(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -135,23 +144,6 @@ fn write_referenced_files(config: &str, node_id: u64, pki: &Pki, certs_init_name
             write(p, "0123456789abcdef0123456789abcdef0123456789abcdef");
         }
     }
-}
-
-/// Drops the `[cluster_tls]` section (for a binary from before it existed).
-fn without_cluster_tls(config: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in config.lines() {
-        let header = line.trim_start().starts_with('[');
-        if header {
-            skipping = line.trim() == "[cluster_tls]";
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// How a config under test is started.
@@ -238,23 +230,15 @@ async fn node_starts(dir: &Path, config_text: &str, how: &Launch) -> Result<(), 
     }
 }
 
-/// Starts the config as it is; if the binary does not know `[cluster_tls]`
-/// yet, starts it without that section. Panics with the node's log otherwise.
+/// Starts the config as it is; panics with the node's log if it does not start.
 async fn check_config(name: &str, text: &str, node_id: u64, how: Launch) {
     let certs_init_names = !name.starts_with("systemd");
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let rebased = rebase_paths(text, dir.path());
     write_referenced_files(&rebased, node_id, &pki, certs_init_names);
-    match node_starts(dir.path(), &rebased, &how).await {
-        Ok(()) => {}
-        Err(log) if log.contains("unknown field `cluster_tls`") => {
-            eprintln!("{name}: this raftgate has no [cluster_tls] yet; checked without that section");
-            if let Err(log) = node_starts(dir.path(), &without_cluster_tls(&rebased), &how).await {
-                panic!("{name} does not start a node: {log}");
-            }
-        }
-        Err(log) => panic!("{name} does not start a node: {log}"),
+    if let Err(log) = node_starts(dir.path(), &rebased, &how).await {
+        panic!("{name} does not start a node: {log}");
     }
 }
 

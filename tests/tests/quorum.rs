@@ -1,6 +1,7 @@
 //! Without a quorum a leader must not hang: writes fail with `unavailable`
-//! within the write timeout and status stops calling it leader. A follower
-//! that missed more than the kept log catches up by snapshot.
+//! within the write timeout and status stops calling it leader. A write that
+//! arrives during an election waits for its outcome. A follower that missed
+//! more than the kept log catches up by snapshot.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,36 @@ async fn a_leader_that_lost_its_quorum_refuses_writes_within_the_write_timeout()
     .expect("cluster status stops naming a leader without a quorum");
     let unreachable = s_unreachable(&status);
     assert_eq!(unreachable, 2, "{status:?}");
+}
+
+/// A node that knows no leader holds a write for up to two election
+/// timeouts: if an election ends in that time, the write succeeds instead of
+/// failing with "no leader elected yet".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_an_election_waits_for_the_leader() {
+    let extra = "\n[raft]\nelection_timeout_min_ms = 1500\nelection_timeout_max_ms = 3000\nwrite_timeout_ms = 10000\n";
+    let mut cluster = Cluster::start_with(3, extra);
+    // Nodes 2 and 3 go before they can vote: node 1 alone has no quorum.
+    cluster.node(2).kill();
+    cluster.node(3).kill();
+    let one = cluster.node(1).addrs.admin.clone();
+    let status = eventually(Duration::from_secs(30), || async {
+        let mut c = admin(&one).await;
+        c.node_status(pb::NodeStatusRequest {}).await.ok().map(|r| r.into_inner())
+    })
+    .await
+    .expect("node 1 answers");
+    assert_eq!(status.leader_id, None, "no leader without a quorum: {status:?}");
+
+    let write = tokio::spawn({
+        let one = one.clone();
+        async move { put(&one, "during-election", "1").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.node(2).start();
+    let written = write.await.unwrap();
+    assert!(written.is_ok(), "the write waited for the election: {written:?}");
+    assert_eq!(get_local(&one, "during-election").await.as_deref(), Some("1"));
 }
 
 fn s_unreachable(s: &pb::ClusterStatusReply) -> usize {

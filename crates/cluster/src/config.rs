@@ -115,6 +115,12 @@ impl RaftTimeouts {
     pub fn read_timeout(&self) -> Duration {
         Duration::from_millis(self.read_timeout_ms)
     }
+    /// How long a write or read waits for a leader to be known when it arrives
+    /// during an election: two election timeouts (one may split the vote),
+    /// never longer than the write timeout.
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis((2 * self.election_timeout_max_ms).min(self.write_timeout_ms))
+    }
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc_timeout_ms)
     }

@@ -282,6 +282,17 @@ impl ClusterNode {
         }
     }
 
+    /// A request that arrives while no leader is known (an election runs)
+    /// waits for one, at most [`RaftTimeouts::leader_wait`], instead of failing
+    /// at once; if none is known by then, the request fails as before.
+    async fn await_leader(&self) {
+        if self.raft.metrics().borrow().current_leader.is_some() {
+            return;
+        }
+        let wait = self.raft.wait(Some(self.timeouts.leader_wait()));
+        let _ = wait.metrics(|m| m.current_leader.is_some(), "a leader is known").await;
+    }
+
     /// Proposes `command`, stamped with this node's clock, and waits until it is
     /// applied here. Fails with `NotLeader` on a follower and `Unavailable` if it
     /// is not committed within the write timeout.
@@ -292,6 +303,7 @@ impl ClusterNode {
     /// Like [`write`](Self::write), recording `actor` in the audit trail.
     pub async fn write_as(&self, command: Command, actor: Option<Actor>) -> Result<Written, ClusterError> {
         let kind = command.kind();
+        self.await_leader().await;
         let proposal = Proposal { leader_time_ms: self.env.clock.now_ms(), command, actor };
         let resp = bounded(self.timeouts.write_timeout(), kind, self.raft.client_write(proposal))
             .await?
@@ -306,6 +318,7 @@ impl ClusterNode {
     /// Confirms leadership with a quorum (read index) and reads the applied state
     /// once it has caught up. `NotLeader` on a follower.
     pub async fn linearizable_read<R>(&self, f: impl FnOnce(&Applied) -> R) -> Result<R, ClusterError> {
+        self.await_leader().await;
         bounded(self.timeouts.read_timeout(), "read", self.raft.ensure_linearizable()).await?.map_err(read_error)?;
         Ok(self.sm.read(f))
     }

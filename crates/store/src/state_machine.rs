@@ -83,6 +83,11 @@ impl<K: KvStore> StateMachineStore<K> {
             },
             None => Applied::default(),
         };
+        // The watch starts at what the snapshot holds: after a compaction
+        // nothing is replayed at start, and a reader waiting for an index the
+        // snapshot covers (the staleness view) would otherwise wait for the
+        // next write.
+        let applied_index = tokio::sync::watch::Sender::new(applied.last_applied.map_or(0, |l| l.index));
         Ok(Self {
             shared: Arc::new(Shared {
                 kv,
@@ -90,7 +95,7 @@ impl<K: KvStore> StateMachineStore<K> {
                 applied: RwLock::new(applied),
                 snapshot_write: tokio::sync::Mutex::new(()),
                 snapshot_seq: AtomicU64::new(0),
-                applied_index: tokio::sync::watch::Sender::new(0),
+                applied_index,
             }),
         })
     }

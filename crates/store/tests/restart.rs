@@ -45,6 +45,7 @@ async fn vote_log_and_snapshot_survive_a_restart() {
     assert_eq!(log.try_get_log_entries(1..6).await.unwrap().len(), 5);
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(5)));
+    assert_eq!(*sm.subscribe().borrow(), 5, "the applied watch starts at the snapshot's index");
     assert_eq!(sm.read(|a| a.state.to_bytes()), state_bytes, "state restored from the snapshot byte for byte");
 }
 
