@@ -1,7 +1,8 @@
 //! What the GraphQL guard costs per request: a realistic storefront query
 //! of about 2 KiB (named operation, variables, fragments, aliases, nested
 //! connections with `first`) sent as a JSON POST body, from bytes to a
-//! measured operation; and the same document parsed and walked alone.
+//! measured operation; the same document parsed and walked alone; and, as
+//! the baseline, apollo-parser building its tree alone.
 //!
 //! Run: `cargo bench -p raftgate-graphql --bench guard`.
 
@@ -36,6 +37,11 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(QUERY.len() as u64));
     group.bench_function("document_2kib_query", |b| {
         b.iter(|| guard.inspect_document(black_box(QUERY), Some("ProductPage"), &none, false))
+    });
+    // Baseline in the same run: apollo-parser alone building the syntax tree
+    // of the same document, the floor under any guard that parses it.
+    group.bench_function("baseline_parse_only_2kib_query", |b| {
+        b.iter(|| apollo_parser::Parser::new(black_box(QUERY)).recursion_limit(64).parse().errors().len())
     });
     group.finish();
 }

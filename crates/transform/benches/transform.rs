@@ -72,6 +72,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("json_to_xml_16kib", |b| {
         b.iter(|| json_body_to_xml(black_box(&body), &edits, &to_xml, &limits))
     });
+    // Baseline in the same run: serde_json reading the body into a Value
+    // and writing it back, the floor under any transform that reads JSON.
+    group.bench_function("baseline_json_parse_and_write_16kib", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_slice(black_box(&body)).unwrap_or_default();
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+    });
     group.throughput(Throughput::Bytes(xml.len() as u64));
     group.bench_function("xml_to_json_of_that", |b| {
         b.iter(|| xml_body_to_json(black_box(&xml), &to_json, &edits, &limits))
