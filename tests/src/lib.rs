@@ -64,6 +64,25 @@ pub struct NodeAddrs {
 }
 
 impl NodeAddrs {
+    /// `raftgatectl` arguments that add this node as learner `id` (usually
+    /// its own id; a test may pass another).
+    pub fn add_learner_args<'a>(&'a self, id: &'a str) -> [&'a str; 12] {
+        [
+            "cluster",
+            "add-learner",
+            "--id",
+            id,
+            "--region",
+            &self.region,
+            "--raft-addr",
+            &self.raft,
+            "--admin-addr",
+            &self.admin,
+            "--http-addr",
+            &self.http,
+        ]
+    }
+
     pub fn new(id: u64) -> Self {
         Self {
             id,

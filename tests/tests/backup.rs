@@ -72,22 +72,7 @@ async fn eventually_status(addr: &str, path: &str, key: Option<&str>, want: u16)
 /// Adds `n` (running, empty data dir) as a learner through `ep`, then promotes it.
 fn join(ep: &str, a: &NodeAddrs) {
     let id = a.id.to_string();
-    ctl_ok(&[
-        "--endpoint",
-        ep,
-        "cluster",
-        "add-learner",
-        "--id",
-        &id,
-        "--region",
-        &a.region,
-        "--raft-addr",
-        &a.raft,
-        "--admin-addr",
-        &a.admin,
-        "--http-addr",
-        &a.http,
-    ]);
+    ctl_ok(&[&["--endpoint", ep][..], &a.add_learner_args(&id)].concat());
     ctl_ok(&["--endpoint", ep, "cluster", "promote", &id]);
 }
 

@@ -194,26 +194,8 @@ async fn a_foreign_ca_or_another_clusters_certificate_cannot_join_and_an_expired
     let ca_s = ca.display().to_string();
     for a in [&a2, &a3] {
         let id = a.id.to_string();
-        let (ok, _, err) = ctl(&[
-            "--endpoint",
-            &a1.admin,
-            "--ca-cert",
-            &ca_s,
-            "--config",
-            "/dev/null",
-            "cluster",
-            "add-learner",
-            "--id",
-            &id,
-            "--region",
-            &a.region,
-            "--raft-addr",
-            &a.raft,
-            "--admin-addr",
-            &a.admin,
-            "--http-addr",
-            &a.http,
-        ]);
+        let flags = ["--endpoint", &a1.admin, "--ca-cert", &ca_s, "--config", "/dev/null"];
+        let (ok, _, err) = ctl(&[&flags[..], &a.add_learner_args(&id)].concat());
         assert!(ok, "add-learner {id}: {err}");
     }
     let index = put(&a1.admin, &ca, "only.for.members", "1").await.expect("write on the leader");

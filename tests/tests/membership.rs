@@ -23,24 +23,7 @@ async fn a_learner_joins_is_promoted_and_removed_and_bad_changes_are_refused() {
     let (ok, _, err) = ctl(&["--endpoint", &ep, "cluster", "remove", "1"]);
     assert!(!ok && err.contains("last voter"), "{err}");
 
-    let add = |id: &str, a: &NodeAddrs| {
-        ctl(&[
-            "--endpoint",
-            &ep,
-            "cluster",
-            "add-learner",
-            "--id",
-            id,
-            "--region",
-            &a.region,
-            "--raft-addr",
-            &a.raft,
-            "--admin-addr",
-            &a.admin,
-            "--http-addr",
-            &a.http,
-        ])
-    };
+    let add = |id: &str, a: &NodeAddrs| ctl(&[&["--endpoint", &ep][..], &a.add_learner_args(id)].concat());
     let (ok, out, err) = add("2", &a2);
     assert!(ok, "add-learner: {err}");
     assert!(out.contains("learners [2]"), "{out}");

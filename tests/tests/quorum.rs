@@ -68,7 +68,9 @@ async fn a_write_during_an_election_waits_for_the_leader() {
     cluster.node(2).start();
     let written = write.await.unwrap();
     assert!(written.is_ok(), "the write waited for the election: {written:?}");
-    assert_eq!(get_local(&one, "during-election").await.as_deref(), Some("1"));
+    // The leader acknowledged it; node 1 applies it one heartbeat later.
+    let seen = eventually(Duration::from_secs(10), || async { get_local(&one, "during-election").await }).await;
+    assert_eq!(seen.as_deref(), Some("1"));
 }
 
 fn s_unreachable(s: &pb::ClusterStatusReply) -> usize {

@@ -69,21 +69,7 @@ async fn membership(eps: &[String], args: &[&str], done_already: &str) -> String
 
 async fn add_learner(eps: &[String], a: &NodeAddrs) -> String {
     let id = a.id.to_string();
-    let args = [
-        "cluster",
-        "add-learner",
-        "--id",
-        &id,
-        "--region",
-        &a.region,
-        "--raft-addr",
-        &a.raft,
-        "--admin-addr",
-        &a.admin,
-        "--http-addr",
-        &a.http,
-    ];
-    membership(eps, &args, "already a member").await
+    membership(eps, &a.add_learner_args(&id), "already a member").await
 }
 
 async fn promote(eps: &[String], id: u64) -> String {
