@@ -312,6 +312,28 @@ pub fn ctl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`ctl`] that must succeed; returns its stdout.
+pub fn ctl_ok(args: &[&str]) -> String {
+    let (ok, out, err) = ctl(args);
+    assert!(ok, "raftgatectl {args:?} failed: {err}");
+    out
+}
+
+/// True when every data-plane address in `https` answers `path` (host
+/// `api.test`) with `want` within 10 s each.
+pub async fn status_everywhere(https: &[String], path: &str, headers: &[(&str, &str)], want: u16) -> bool {
+    for http in https {
+        let got = eventually(Duration::from_secs(10), || async {
+            http_get_with(http, path, "api.test", headers).await.filter(|(s, _)| *s == want)
+        })
+        .await;
+        if got.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Sends one HTTP/1.1 request on a new connection and returns (status, body).
 /// `None` when the connection fails.
 pub async fn http_get(addr: &str, path: &str, host: &str) -> Option<(u16, String)> {

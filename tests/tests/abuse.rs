@@ -5,13 +5,7 @@
 
 use std::time::Duration;
 
-use raftgate_tests::{ctl, eventually, http_get_with, start_upstream, wait_for_leader, Cluster};
-
-fn ctl_ok(args: &[&str]) -> String {
-    let (ok, out, err) = ctl(args);
-    assert!(ok, "raftgatectl {args:?}: {err}");
-    out
-}
+use raftgate_tests::{ctl_ok, eventually, http_get_with, start_upstream, wait_for_leader, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_bursting_far_above_its_baseline_is_revoked_cluster_wide_and_audited() {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use raftgate_proto::admin as pb;
 use raftgate_tests::{
-    admin, binary, ctl, eventually, get_local, http_get_with, leader_of, put, start_upstream, wait_for_leader, Cluster,
-    NodeAddrs, NodeProcess,
+    admin, binary, ctl, ctl_ok, eventually, get_local, http_get_with, leader_of, put, start_upstream, wait_for_leader,
+    Cluster, NodeAddrs, NodeProcess,
 };
 
 const KEY_HASH_ENV: &str = "RAFTGATE_TEST_BACKUP_KEY_HASH";
@@ -30,12 +30,6 @@ fn raftgate(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn ctl_ok(args: &[&str]) -> String {
-    let (ok, out, err) = ctl(args);
-    assert!(ok, "raftgatectl {args:?} failed: {err}");
-    out
 }
 
 fn data_dir(n: &NodeProcess) -> PathBuf {

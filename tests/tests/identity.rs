@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use raftgate_tests::{ctl, eventually, http_get_with, start_upstream, wait_for_leader, Cluster};
+use raftgate_tests::{ctl, ctl_ok, http_get_with, start_upstream, status_everywhere, wait_for_leader, Cluster};
 
 const KEY_HASH_ENV: &str = "RAFTGATE_TEST_KEY_HASH_SECRET";
 const HS_ENV: &str = "RAFTGATE_TEST_IDP_SECRET";
@@ -14,25 +14,6 @@ const HS_SECRET: &str = "an HMAC secret shared with the test identity provider";
 
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn ctl_ok(args: &[&str]) -> String {
-    let (ok, out, err) = ctl(args);
-    assert!(ok, "raftgatectl {args:?} failed: {err}");
-    out
-}
-
-async fn status_everywhere(https: &[String], path: &str, headers: &[(&str, &str)], want: u16) -> bool {
-    for http in https {
-        let got = eventually(Duration::from_secs(10), || async {
-            http_get_with(http, path, "api.test", headers).await.filter(|(s, _)| *s == want)
-        })
-        .await;
-        if got.is_none() {
-            return false;
-        }
-    }
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

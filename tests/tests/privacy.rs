@@ -9,34 +9,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raftgate_tests::{ctl, eventually, http_get_with, start_upstream, wait_for_leader, Cluster};
+use raftgate_tests::{
+    ctl, ctl_ok, eventually, http_get_with, start_upstream, status_everywhere, wait_for_leader, Cluster,
+};
 use serde_json::Value;
 
 const KEY_HASH_ENV: &str = "RAFTGATE_TEST_PRIVACY_SECRET";
 /// Unusual enough that a match in a data file can only be this consumer.
 const SUBJECT: &str = "zelda-subject-7731";
 
-fn ctl_ok(args: &[&str]) -> String {
-    let (ok, out, err) = ctl(args);
-    assert!(ok, "raftgatectl {args:?} failed: {err}");
-    out
-}
-
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-async fn status_everywhere(https: &[String], path: &str, headers: &[(&str, &str)], want: u16) -> bool {
-    for http in https {
-        let got = eventually(Duration::from_secs(10), || async {
-            http_get_with(http, path, "api.test", headers).await.filter(|(s, _)| *s == want)
-        })
-        .await;
-        if got.is_none() {
-            return false;
-        }
-    }
-    true
 }
 
 /// Files under `dir` (recursively) whose raw bytes contain `needle`.
